@@ -1,0 +1,75 @@
+"""Every exception fedtflite raises on purpose.
+
+Each message is one line that names the file, signature, tensor, key or shape that
+was wrong and says what would have been valid. Catch :class:`FedTfliteError` to
+handle them all; the CLI turns them into exit code 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataMissingError",
+    "DataShapeError",
+    "DataFormatError",
+    "FedTfliteError",
+    "FlexOpsError",
+    "MissingSignatureError",
+    "ModelFileError",
+    "NonFiniteError",
+    "PartitionError",
+    "SignatureMismatchError",
+    "WeightsMismatchError",
+]
+
+
+class FedTfliteError(Exception):
+    """Base class of all fedtflite errors."""
+
+
+class ModelFileError(FedTfliteError):
+    """The file is not a `.tflite` flatbuffer, is truncated, or cannot be loaded."""
+
+
+class FlexOpsError(ModelFileError):
+    """The model needs Select-TF (Flex) or custom ops, which LiteRT here cannot run."""
+
+
+class MissingSignatureError(ModelFileError):
+    """One of `train`, `infer`, `parameters`, `restore` is missing."""
+
+
+class SignatureMismatchError(ModelFileError):
+    """A signature's inputs/outputs break the client-model contract.
+
+    For instance `restore` inputs that do not match `parameters` outputs, or a
+    `train` signature without an image input.
+    """
+
+
+class WeightsMismatchError(FedTfliteError):
+    """Weights of the wrong count, name, shape or dtype for this model."""
+
+
+class DataShapeError(FedTfliteError):
+    """Data whose shape or dtype does not fit the model's inputs."""
+
+
+class NonFiniteError(FedTfliteError):
+    """Training produced a non-finite (NaN or inf) loss or weight."""
+
+
+class DataMissingError(FedTfliteError):
+    """Fashion-MNIST is not found in any of the looked-up directories."""
+
+
+class DataFormatError(FedTfliteError):
+    """A data file exists but is not a valid IDX file of the expected kind."""
+
+
+class PartitionError(FedTfliteError):
+    """Partition settings that cannot work (bad alpha, k, client count...)."""
+
+
+class ConfigError(FedTfliteError):
+    """An unknown configuration key or a value outside its valid range."""

@@ -1,0 +1,112 @@
+"""The named architectures: their weights (shapes, seeded init) and forward pass.
+
+Weights are listed in the order the `parameters` signature exports them as
+``a0, a1, ...``: for each layer, input to output, its kernel then its bias.
+
+``mlp``
+    784 -> 128 -> 10 with ReLU, the model of TensorFlow's on-device training
+    tutorial. ``a0: [784,128]``, ``a1: [128]``, ``a2: [128,10]``, ``a3: [10]``.
+``cnn``
+    The "simple CNN" of NIID-Bench (Li et al., ICDE 2022) and Flower's
+    ``baselines/niid_bench``: conv 5x5x6 -> ReLU -> 2x2 max-pool -> conv 5x5x16 ->
+    ReLU -> 2x2 max-pool -> 120 -> 84 -> 10 (ReLU between the dense layers).
+    ``a0: [5,5,1,6]``, ``a1: [6]``, ``a2: [5,5,6,16]``, ``a3: [16]``,
+    ``a4: [256,120]``, ``a5: [120]``, ``a6: [120,84]``, ``a7: [84]``,
+    ``a8: [84,10]``, ``a9: [10]``. The flatten is NHWC (row, column, channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ARCHITECTURES", "Architecture", "init_weights"]
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A named network.
+
+    Attributes
+    ----------
+    name : str
+        The name users pass (``mlp``, ``cnn``).
+    shapes : tuple of tuple of int
+        Weight shapes in export order (kernel, bias per layer).
+    needs_static_batch : bool
+        True when the `train` step needs a fixed batch size (convolutions).
+    description : str
+        One line for ``fedtflite build --help`` and docs.
+    """
+
+    name: str
+    shapes: tuple[tuple[int, ...], ...]
+    needs_static_batch: bool
+    description: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mlp": Architecture(
+        name="mlp",
+        shapes=((784, 128), (128,), (128, 10), (10,)),
+        needs_static_batch=False,
+        description="784-128-10 ReLU MLP (TensorFlow on-device training tutorial)",
+    ),
+    "cnn": Architecture(
+        name="cnn",
+        shapes=(
+            (5, 5, 1, 6),
+            (6,),
+            (5, 5, 6, 16),
+            (16,),
+            (256, 120),
+            (120,),
+            (120, 84),
+            (84,),
+            (84, 10),
+            (10,),
+        ),
+        needs_static_batch=True,
+        description="NIID-Bench simple CNN: conv6-pool-conv16-pool-120-84-10",
+    ),
+}
+
+
+def _fans(shape: Sequence[int]) -> tuple[int, int]:
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[:-2]))
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def init_weights(arch: Architecture, seed: int) -> list[np.ndarray]:
+    """Glorot-uniform kernels and zero biases (Keras' defaults), seeded.
+
+    Parameters
+    ----------
+    arch : Architecture
+        Which network.
+    seed : int
+        Seed of the initializer; the same seed gives the same weights.
+
+    Returns
+    -------
+    list of np.ndarray
+        float32 arrays in export order.
+    """
+    rng = np.random.default_rng(seed)
+    weights = []
+    for shape in arch.shapes:
+        if len(shape) == 1:
+            weights.append(np.zeros(shape, np.float32))
+            continue
+        fan_in, fan_out = _fans(shape)
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        weights.append(rng.uniform(-limit, limit, shape).astype(np.float32))
+    return weights
+
