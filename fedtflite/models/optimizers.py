@@ -8,42 +8,12 @@ rate, momentum buffers, Adam's m, v and step) as variables of the module.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import tensorflow as tf
 
-__all__ = ["OPTIMIZERS", "Optimizer", "OptimizerSpec"]
+from fedtflite.models.specs import OPTIMIZERS, OptimizerSpec
 
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """The optimizer a model is built with.
-
-    Attributes
-    ----------
-    name : str
-        ``"sgd"`` or ``"adam"``.
-    learning_rate : float
-        Initial learning rate; a model's ``set_learning_rate`` signature changes it.
-    momentum : float
-        SGD heavy-ball momentum, PyTorch's form ``v = m v + g; w -= lr v``
-        (equal to Keras' form for a constant learning rate). 0 disables it.
-    weight_decay : float
-        L2 coefficient added to the gradient (``g + wd * w``), as PyTorch's SGD.
-    beta_1, beta_2, epsilon : float
-        Adam's constants; the update is Keras' (Kingma & Ba 2015, the
-        epsilon-hat form: ``w -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps)``).
-    """
-
-    name: str = "sgd"
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
+__all__ = ["Optimizer"]
 
 
 class Optimizer(tf.Module):
@@ -74,11 +44,15 @@ class Optimizer(tf.Module):
             s.assign(tf.zeros_like(s))
         self.step.assign(0.0)
 
-    def apply(self, variables: Sequence[tf.Variable], grads: Sequence[tf.Tensor]) -> None:
+    def apply(
+        self, variables: Sequence[tf.Variable], grads: Sequence[tf.Tensor]
+    ) -> None:
         """One update of ``variables`` with ``grads`` (same order)."""
         spec = self.spec
         if spec.weight_decay:
-            grads = [g + spec.weight_decay * v for g, v in zip(grads, variables, strict=True)]
+            grads = [
+                g + spec.weight_decay * v for g, v in zip(grads, variables, strict=True)
+            ]
         if spec.name == "sgd":
             for i, (v, g) in enumerate(zip(variables, grads, strict=True)):
                 if spec.momentum:

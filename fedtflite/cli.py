@@ -1,0 +1,168 @@
+"""The ``fedtflite`` command line: a thin layer over the library.
+
+Every :class:`~fedtflite.errors.FedTfliteError` ends the command with exit code 2
+and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedtflite.errors import FedTfliteError
+
+__all__ = ["main"]
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from fedtflite.models.build import ModelSpec, write_model
+    from fedtflite.models.optimizers import OptimizerSpec
+
+    spec = ModelSpec(
+        architecture=args.model,
+        optimizer=OptimizerSpec(
+            name=args.optimizer,
+            learning_rate=args.learning_rate,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+        ),
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    path = write_model(spec, args.out)
+    print(f"wrote {path} ({path.stat().st_size} bytes): {spec}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from fedtflite.runtime import ClientModel
+    from fedtflite.runtime.client_model import signature_table
+
+    try:
+        model = ClientModel(args.file)
+    except FedTfliteError as e:
+        print(f"invalid client model: {e}", file=sys.stderr)
+        return 2
+    c = model.contract
+    print(f"{c.source}: valid client model ({len(model.model_bytes)} bytes)")
+    print(f"sha256: {model.sha256}")
+    for line in signature_table(model):
+        print(f"  {line}")
+    print(
+        f"parameters: {len(c.parameters)} tensors, {c.num_parameters} values, "
+        f"{c.parameter_bytes} bytes"
+    )
+    batch = f"fixed {c.train_batch}" if c.train_batch else "dynamic"
+    labels = (
+        "one-hot float32" if c.one_hot_labels else f"class ids ({c.label_dtype.name})"
+    )
+    print(f"train batch: {batch}{' with mask' if c.has_mask else ''}; labels: {labels}")
+    print(f"ops ({len(c.ops)}, all builtin): {', '.join(c.ops)}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fedtflite.centralized import train_centralized
+    from fedtflite.data import load_fashion_mnist
+    from fedtflite.runtime import ClientModel
+    from fedtflite.simulation.model_source import resolve_model
+
+    model_bytes = resolve_model(args.model, batch_size=args.batch_size, seed=args.seed)
+    model = ClientModel(model_bytes)
+    data = load_fashion_mnist(args.data_dir)
+    print(
+        f"centralized training of {args.model} through LiteRT `train`: "
+        f"{len(data.train.labels)} images, {args.epochs} epochs, batch {args.batch_size}"
+    )
+    for r in train_centralized(
+        model,
+        data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+    ):
+        print(
+            f"epoch {r.epoch}: train loss {r.fit.loss:.4f} ({r.fit.seconds:.1f} s) "
+            f"test loss {r.test.loss:.4f} test accuracy {r.test.accuracy:.4f}"
+        )
+    if args.save:
+        np.savez(args.save, *model.parameters())
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from fedtflite.data import download_fashion_mnist, find_data_dir, load_fashion_mnist
+
+    if args.action == "download":
+        print(f"Fashion-MNIST in {download_fashion_mnist()}")
+        return 0
+    data = load_fashion_mnist(args.data_dir)
+    print(
+        f"Fashion-MNIST from {find_data_dir(args.data_dir)}: "
+        f"{len(data.train.labels)} train, {len(data.test.labels)} test images"
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fedtflite",
+        description="Simulate federated on-device training with .tflite clients on LiteRT.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build a trainable .tflite (needs TensorFlow)")
+    b.add_argument("model", help="architecture: mlp or cnn")
+    b.add_argument("--out", required=True, type=Path, help="output .tflite path")
+    b.add_argument("--optimizer", default="sgd", help="sgd (default) or adam")
+    b.add_argument("--learning-rate", type=float, default=0.01)
+    b.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    b.add_argument("--weight-decay", type=float, default=0.0, help="L2 on the gradient")
+    b.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    b.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="fixed train batch with a mask input (default: dynamic for mlp, 32 for cnn)",
+    )
+    b.set_defaults(func=_cmd_build)
+
+    i = sub.add_parser("inspect", help="validate a client .tflite and describe it")
+    i.add_argument("file", type=Path)
+    i.set_defaults(func=_cmd_inspect)
+
+    t = sub.add_parser("train", help="centralized training through LiteRT `train`")
+    t.add_argument("--model", default="mlp", help="mlp, cnn or a .tflite path")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--learning-rate", type=float, default=0.05)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-dir", type=Path, default=None)
+    t.add_argument("--save", type=Path, default=None, help="write final weights (.npz)")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
+    d.add_argument("action", choices=["info", "download"])
+    d.add_argument("--data-dir", type=Path, default=None)
+    d.set_defaults(func=_cmd_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except FedTfliteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""What a built model is made of: architecture, optimizer, seed, batch (no TensorFlow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedtflite.errors import ConfigError
+from fedtflite.models.architectures import ARCHITECTURES
+
+__all__ = ["DEFAULT_STATIC_BATCH", "OPTIMIZERS", "ModelSpec", "OptimizerSpec"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """The optimizer a model is built with.
+
+    Attributes
+    ----------
+    name : str
+        ``"sgd"`` or ``"adam"``.
+    learning_rate : float
+        Initial learning rate; a model's ``set_learning_rate`` signature changes it.
+    momentum : float
+        SGD heavy-ball momentum, PyTorch's form ``v = m v + g; w -= lr v``
+        (equal to Keras' form for a constant learning rate). 0 disables it.
+    weight_decay : float
+        L2 coefficient added to the gradient (``g + wd * w``), as PyTorch's SGD.
+    beta_1, beta_2, epsilon : float
+        Adam's constants; the update is Keras' (Kingma & Ba 2015, the
+        epsilon-hat form: ``w -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps)``).
+    """
+
+    name: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+DEFAULT_STATIC_BATCH = 32
+"""Batch size of `train` for architectures that need a static one (the ``cnn``)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that determines the bytes of a built model.
+
+    Attributes
+    ----------
+    architecture : str
+        A name in :data:`fedtflite.models.architectures.ARCHITECTURES`.
+    optimizer : OptimizerSpec
+        The optimizer baked into `train`.
+    seed : int
+        Seed of the initial weights; the same spec gives the same bytes.
+    batch_size : int or None
+        Static `train` batch (with a ``mask`` input) or None for a dynamic one.
+        None on an architecture that needs a static batch means
+        :data:`DEFAULT_STATIC_BATCH`.
+    """
+
+    architecture: str = "mlp"
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    seed: int = 0
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"model {self.architecture!r} is not a known architecture; "
+                f"valid: {', '.join(ARCHITECTURES)} (or a path to a .tflite file)"
+            )
+        if self.optimizer.name not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer {self.optimizer.name!r} is not valid; valid: {', '.join(OPTIMIZERS)}"
+            )
+        lr = self.optimizer.learning_rate
+        if not lr > 0:
+            raise ConfigError(f"learning-rate must be > 0, got {lr}")
+        if not 0 <= self.optimizer.momentum < 1:
+            raise ConfigError(
+                f"momentum must be in [0, 1), got {self.optimizer.momentum}"
+            )
+        if self.batch_size is not None and not 1 <= self.batch_size <= 65536:
+            raise ConfigError(f"batch-size must be in 1..65536, got {self.batch_size}")
+
+    @property
+    def train_batch(self) -> int | None:
+        """The static batch of `train`, or None for a dynamic batch."""
+        if (
+            self.batch_size is None
+            and ARCHITECTURES[self.architecture].needs_static_batch
+        ):
+            return DEFAULT_STATIC_BATCH
+        return self.batch_size

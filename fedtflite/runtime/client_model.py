@@ -1,0 +1,400 @@
+"""The client runtime: one LiteRT interpreter running a client model's signatures.
+
+Importing this module never imports TensorFlow. One :class:`ClientModel` serves
+many simulated clients in turn: :meth:`ClientModel.restore` loads a client's
+weights and resets the optimizer state, so nothing of the previous client
+survives (the weights are overwritten and every optimizer slot is zeroed by the
+model's own ``restore``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedtflite.errors import (
+    DataShapeError,
+    ModelFileError,
+    NonFiniteError,
+    SignatureMismatchError,
+    WeightsMismatchError,
+)
+from fedtflite.runtime.contract import (
+    ModelContract,
+    check_flatbuffer,
+    read_contract,
+    signature_io,
+)
+
+__all__ = ["ClientModel", "EvalResult", "FitResult"]
+
+_EVAL_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of local training.
+
+    Attributes
+    ----------
+    num_examples : int
+        Examples trained on per epoch.
+    num_steps : int
+        `train` invocations (optimizer steps).
+    loss : float
+        Mean training loss over every example of every epoch, as reported by
+        `train` before each step (batch losses weighted by real rows).
+    seconds : float
+        Wall time of the `train` invocations and batch assembly.
+    """
+
+    num_examples: int
+    num_steps: int
+    loss: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Outcome of evaluation through `infer`.
+
+    Attributes
+    ----------
+    num_examples : int
+        Examples evaluated.
+    loss : float
+        Mean cross-entropy.
+    accuracy : float
+        Fraction of examples whose arg-max class is the label.
+    seconds : float
+        Wall time.
+    """
+
+    num_examples: int
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+def _read_model(model: bytes | str | Path) -> tuple[bytes, str]:
+    if isinstance(model, bytes | bytearray | memoryview):
+        return bytes(model), "<bytes>"
+    path = Path(model)
+    try:
+        return path.read_bytes(), str(path)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(
+            f"{path}: is a directory, expected a .tflite file"
+        ) from None
+
+
+class ClientModel:
+    """A validated client model on a LiteRT interpreter.
+
+    Parameters
+    ----------
+    model : bytes, str or Path
+        The `.tflite` file or its bytes.
+    num_threads : int, default 1
+        Interpreter threads; the simulation runs one process per core.
+
+    Raises
+    ------
+    ModelFileError, FlexOpsError, MissingSignatureError, SignatureMismatchError
+        When the file breaks the client-model contract
+        (:mod:`fedtflite.runtime.contract`).
+    """
+
+    def __init__(self, model: bytes | str | Path, *, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        data, source = _read_model(model)
+        ops = check_flatbuffer(data, source)
+        try:
+            self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            first = (
+                str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            )
+            raise ModelFileError(
+                f"{source}: LiteRT cannot load the model: {first}"
+            ) from None
+        self.contract: ModelContract = read_contract(self._interpreter, source, ops)
+        self.model_bytes = data
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        runner = self._interpreter.get_signature_runner
+        self._train = runner("train")
+        self._infer = runner("infer")
+        self._parameters = runner("parameters")
+        self._restore = runner("restore")
+        self._set_lr = (
+            runner("set_learning_rate")
+            if "set_learning_rate" in self.contract.extra_signatures
+            else None
+        )
+        self._names = [p.name for p in self.contract.parameters]
+
+    # -- weights ---------------------------------------------------------------
+
+    def parameters(self, *, check_finite: bool = False) -> list[np.ndarray]:
+        """Every weight (copies), in order ``a0, a1, ...``.
+
+        Raises
+        ------
+        NonFiniteError
+            With ``check_finite``, when a weight holds NaN or inf.
+        """
+        out = self._parameters()
+        weights = [out[n] for n in self._names]
+        if check_finite:
+            for name, w in zip(self._names, weights, strict=True):
+                if not np.isfinite(w).all():
+                    bad = int(np.size(w) - np.isfinite(w).sum())
+                    raise NonFiniteError(
+                        f"{self.contract.source}: parameter {name} holds {bad} "
+                        "non-finite values after training; lower the learning rate"
+                    )
+        return weights
+
+    def restore(self, weights: Sequence[np.ndarray]) -> None:
+        """Load ``weights`` and reset the optimizer state (the model's `restore`).
+
+        Raises
+        ------
+        WeightsMismatchError
+            Wrong count, shape or dtype.
+        """
+        specs = self.contract.parameters
+        if len(weights) != len(specs):
+            raise WeightsMismatchError(
+                f"{self.contract.source}: restore got {len(weights)} arrays; the model "
+                f"has {len(specs)} ({', '.join(str(s) for s in specs)})"
+            )
+        feed = {}
+        for spec, w in zip(specs, weights, strict=True):
+            w = np.asarray(w)
+            if w.shape != spec.shape or w.dtype != spec.dtype:
+                raise WeightsMismatchError(
+                    f"{self.contract.source}: restore {spec.name} got "
+                    f"{w.dtype.name}{list(w.shape)}; expected {spec}"
+                )
+            feed[spec.name] = w
+        self._restore(**feed)
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the learning rate through the optional ``set_learning_rate`` signature.
+
+        Raises
+        ------
+        SignatureMismatchError
+            The model has no ``set_learning_rate`` signature.
+        """
+        if self._set_lr is None:
+            raise SignatureMismatchError(
+                f"{self.contract.source}: has no set_learning_rate signature; its "
+                "learning rate is fixed in the file (leave learning-rate unset)"
+            )
+        self._set_lr(lr=np.asarray(lr, np.float32))
+
+    @property
+    def supports_learning_rate(self) -> bool:
+        """True when the model exposes ``set_learning_rate``."""
+        return self._set_lr is not None
+
+    # -- data ------------------------------------------------------------------
+
+    def _images(self, images: np.ndarray) -> np.ndarray:
+        c = self.contract
+        images = np.asarray(images)
+        n = images.shape[0] if images.ndim else 0
+        if images.ndim < 2 or images[0].size != int(np.prod(c.image_shape)):
+            raise DataShapeError(
+                f"{c.source}: images of shape {list(images.shape)} do not fit input x "
+                f"[B,{','.join(map(str, c.image_shape))}] (784 pixels per example)"
+            )
+        if images.dtype != np.float32:
+            raise DataShapeError(
+                f"{c.source}: images are {images.dtype.name}; expected float32 in [0, 1]"
+            )
+        return images.reshape((n, *c.image_shape))
+
+    def _labels(self, labels: np.ndarray, n: int) -> np.ndarray:
+        c = self.contract
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise DataShapeError(
+                f"{c.source}: labels of shape {list(labels.shape)} ({labels.dtype.name}) "
+                f"for {n} images; expected integer class ids of shape [{n}]"
+            )
+        if n and (labels.min() < 0 or labels.max() >= c.num_classes):
+            raise DataShapeError(
+                f"{c.source}: labels span {labels.min()}..{labels.max()}; the model "
+                f"has {c.num_classes} classes (0..{c.num_classes - 1})"
+            )
+        if c.one_hot_labels:
+            return np.eye(c.num_classes, dtype=np.float32)[labels]
+        return labels.astype(c.label_dtype)
+
+    # -- train / evaluate --------------------------------------------------------
+
+    def fit(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> FitResult:
+        """Train ``epochs`` passes over the data in shuffled batches.
+
+        Every example is trained once per epoch; the last partial batch is
+        trained too. On a fixed-batch model with a ``mask`` input the partial
+        batch is zero-padded and masked out of the loss; on a fixed-batch model
+        without one it is filled with the epoch's first examples (as a repeating
+        input pipeline would).
+
+        Parameters
+        ----------
+        images : np.ndarray
+            float32 ``[n, 28, 28]`` (or any shape with 784 pixels per example).
+        labels : np.ndarray
+            Integer class ids ``[n]``.
+        epochs, batch_size : int
+            Passes and batch size; a fixed-batch model needs its own batch size.
+        rng : np.random.Generator
+            Source of the shuffling.
+
+        Raises
+        ------
+        DataShapeError
+            Data or batch size that do not fit the model.
+        NonFiniteError
+            A non-finite loss (training stops there).
+        """
+        c = self.contract
+        x_all = self._images(images)
+        n = x_all.shape[0]
+        y_all = self._labels(labels, n)
+        if c.train_batch is not None and batch_size != c.train_batch:
+            raise DataShapeError(
+                f"{c.source}: train takes fixed batches of {c.train_batch}; "
+                f"batch-size={batch_size} does not fit (use {c.train_batch} or "
+                "rebuild the model with that batch size)"
+            )
+        if batch_size < 1 or epochs < 0:
+            raise DataShapeError(
+                f"batch-size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}"
+            )
+        start = time.perf_counter()
+        total, steps = 0.0, 0
+        mask_full = np.ones(batch_size, np.float32) if c.has_mask else None
+        for _ in range(epochs):
+            order = rng.permutation(n)
+            for s in range(0, n, batch_size):
+                idx = order[s : s + batch_size]
+                real = len(idx)
+                feed = self._batch(x_all, y_all, idx, order, mask_full)
+                loss = float(self._train(**feed)["loss"])
+                if not np.isfinite(loss):
+                    raise NonFiniteError(
+                        f"{c.source}: train returned loss {loss} at step {steps + 1} "
+                        f"(epoch {steps * batch_size // max(n, 1) + 1}); lower the learning rate"
+                    )
+                total += loss * real
+                steps += 1
+        seconds = time.perf_counter() - start
+        mean = total / (n * epochs) if n and epochs else float("nan")
+        return FitResult(num_examples=n, num_steps=steps, loss=mean, seconds=seconds)
+
+    def _batch(
+        self,
+        x_all: np.ndarray,
+        y_all: np.ndarray,
+        idx: np.ndarray,
+        order: np.ndarray,
+        mask_full: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
+        fixed = self.contract.train_batch
+        real = len(idx)
+        if fixed is None or real == fixed:
+            feed = {"x": x_all[idx], "y": y_all[idx]}
+            if mask_full is not None:
+                feed["mask"] = mask_full
+            return feed
+        if mask_full is None:  # no mask: fill with the epoch's first examples
+            fill = np.resize(order, fixed - real)
+            idx = np.concatenate([idx, fill])
+            return {"x": x_all[idx], "y": y_all[idx]}
+        x = np.zeros((fixed, *x_all.shape[1:]), np.float32)
+        y = np.zeros((fixed, *y_all.shape[1:]), y_all.dtype)
+        x[:real], y[:real] = x_all[idx], y_all[idx]
+        mask = np.zeros(fixed, np.float32)
+        mask[:real] = 1.0
+        return {"x": x, "y": y, "mask": mask}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """``infer`` outputs for ``images``: logits, or probabilities if the model has no logits."""
+        c = self.contract
+        x_all = self._images(images)
+        n = x_all.shape[0]
+        chunk = c.infer_batch or _EVAL_CHUNK
+        out = np.empty((n, c.num_classes), np.float32)
+        for s in range(0, n, chunk):
+            xb = x_all[s : s + chunk]
+            real = xb.shape[0]
+            if c.infer_batch is not None and real < chunk:
+                xb = np.concatenate(
+                    [xb, np.zeros((chunk - real, *xb.shape[1:]), np.float32)]
+                )
+            out[s : s + real] = self._infer(x=xb)[c.infer_output][:real]
+        return out
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> EvalResult:
+        """Mean cross-entropy and accuracy of the current weights through ``infer``."""
+        start = time.perf_counter()
+        n = len(labels)
+        self._labels(labels, n)
+        scores = self.predict(images)
+        loss, acc = cross_entropy_and_accuracy(
+            scores, np.asarray(labels), is_logits=self.contract.infer_output == "logits"
+        )
+        return EvalResult(n, loss, acc, time.perf_counter() - start)
+
+
+def cross_entropy_and_accuracy(
+    scores: np.ndarray, labels: np.ndarray, *, is_logits: bool
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``[n, C]`` logits (or probabilities).
+
+    Returns ``(nan, nan)`` for ``n == 0``.
+    """
+    n = len(labels)
+    if n == 0:
+        return float("nan"), float("nan")
+    rows = np.arange(n)
+    if is_logits:
+        z = scores - scores.max(axis=1, keepdims=True)
+        logp = z[rows, labels] - np.log(np.exp(z).sum(axis=1))
+    else:
+        logp = np.log(np.clip(scores[rows, labels], 1e-12, None))
+    acc = float(np.mean(scores.argmax(axis=1) == labels))
+    return float(-logp.mean()), acc
+
+
+def signature_table(model: ClientModel) -> list[str]:
+    """One line per signature: ``name(inputs) -> outputs`` with shapes and dtypes."""
+    lines = []
+    for key in sorted(model._interpreter.get_signature_list()):
+        ins, outs = signature_io(model._interpreter, key)
+        args = ", ".join(str(t) for t in ins.values())
+        rets = ", ".join(str(t) for t in outs.values())
+        lines.append(f"{key}({args}) -> {{{rets}}}")
+    return lines

@@ -1,0 +1,302 @@
+"""The simulation's configuration: one frozen dataclass, read once at the entry point.
+
+Keys are Flower's kebab-case (``num-clients``); the TOML file, ``--set k=v``
+overrides, ``flwr run --run-config`` and ``context.run_config`` all use them.
+Every value is checked here, before Ray starts, and a bad one raises
+:class:`~fedtflite.errors.ConfigError` naming the key and what is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from fedtflite.errors import ConfigError
+
+__all__ = [
+    "PARTITIONERS",
+    "STRATEGIES",
+    "SimulationConfig",
+    "config_from_mapping",
+    "config_to_toml",
+    "load_config",
+    "parse_overrides",
+]
+
+STRATEGIES = (
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "qfedavg",
+)
+PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "quantity")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Every setting of a simulation (kebab-case key in brackets).
+
+    Attributes
+    ----------
+    num_clients : int
+        Simulated clients (``num-clients``); each holds one partition.
+    num_rounds : int
+        Federated rounds (``num-rounds``).
+    fraction_train, fraction_evaluate : float
+        Fraction of clients sampled per round for training / federated
+        evaluation (``fraction-train``, ``fraction-evaluate``); 0 disables.
+    min_train_clients, min_evaluate_clients : int
+        Lower bounds on the sample (Flower's ``min_train_nodes`` ...).
+    local_epochs, batch_size : int
+        Local training (``local-epochs``, ``batch-size``).
+    learning_rate : float
+        Client learning rate (``learning-rate``): baked into built models and
+        set through ``set_learning_rate`` where a model exposes it.
+    model : str
+        ``mlp``, ``cnn``, or a path to any valid client ``.tflite`` (``model``).
+    optimizer, momentum, weight_decay
+        Client optimizer of built models (``optimizer``: sgd | adam).
+    partitioner : str
+        iid | dirichlet | pathological | shard | quantity (``partitioner``).
+    alpha : float
+        Dirichlet concentration for ``dirichlet`` and ``quantity`` (``alpha``).
+    classes_per_client : int
+        ``pathological``: classes per client, NIID-Bench's #C=k.
+    shards_per_client : int
+        ``shard``: shards per client.
+    min_partition_size : int
+        ``dirichlet``: resample until every client has at least this many.
+    client_test_fraction : float
+        Share of each client's examples kept as its local test split.
+    strategy : str
+        One of :data:`STRATEGIES` (Flower's own implementations).
+    server_learning_rate, server_momentum : float
+        ``fedavgm``.
+    eta, eta_l, beta_1, beta_2, tau : float
+        ``fedadam`` / ``fedyogi`` / ``fedadagrad`` (Reddi et al. 2021).
+    trim_beta : float
+        ``fedtrimmedavg``: fraction cut from each end.
+    num_malicious_clients : int
+        ``krum``.
+    q : float
+        ``qfedavg``.
+    proximal_mu : float
+        ``fedprox``.
+    seed : int
+        Seeds everything: initial weights, partition, sampling, shuffling.
+    ray_address : str
+        "" starts a local Ray; "auto" or "host:port" joins a cluster.
+    client_cpus : float
+        CPUs per Flower client actor (``client-cpus``); 1 = one actor per core.
+    data_dir : str
+        Fashion-MNIST directory; "" uses the look-up order of
+        :func:`fedtflite.data.find_data_dir`.
+    """
+
+    num_clients: int = 100
+    num_rounds: int = 20
+    fraction_train: float = 0.1
+    fraction_evaluate: float = 0.1
+    min_train_clients: int = 2
+    min_evaluate_clients: int = 2
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    model: str = "mlp"
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    partitioner: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    shards_per_client: int = 2
+    min_partition_size: int = 10
+    client_test_fraction: float = 0.2
+    strategy: str = "fedavg"
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.9
+    eta: float = 0.01
+    eta_l: float = 0.05
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 0.001
+    trim_beta: float = 0.2
+    num_malicious_clients: int = 0
+    q: float = 0.1
+    proximal_mu: float = 0.01
+    seed: int = 0
+    ray_address: str = ""
+    client_cpus: float = 1.0
+    data_dir: str = ""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The config as ``{kebab-key: value}``."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+_FIELDS = {f.name.replace("_", "-"): f for f in fields(SimulationConfig)}
+
+
+def _check(ok: bool, key: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
+
+
+def _validate(c: SimulationConfig) -> None:
+    for key, f in _FIELDS.items():
+        v = getattr(c, f.name)
+        kind = {"int": int, "float": float, "str": str}[str(f.type)]
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            object.__setattr__(c, f.name, float(v))
+            v = float(v)
+        _check(
+            isinstance(v, kind) and not isinstance(v, bool),
+            key,
+            v,
+            f"expected {'a number' if kind is float else kind.__name__}",
+        )
+        if kind is float:
+            _check(math.isfinite(v), key, v, "expected a finite number")
+    _check(c.num_clients >= 1, "num-clients", c.num_clients, "expected >= 1")
+    _check(c.num_rounds >= 1, "num-rounds", c.num_rounds, "expected >= 1")
+    for key in ("fraction-train", "fraction-evaluate"):
+        v = getattr(c, key.replace("-", "_"))
+        _check(0.0 <= v <= 1.0, key, v, "expected a fraction in [0, 1]")
+    _check(c.fraction_train > 0, "fraction-train", 0.0, "expected > 0 (nothing would train)")
+    for key in ("min-train-clients", "min-evaluate-clients"):
+        v = getattr(c, key.replace("-", "_"))
+        _check(1 <= v <= c.num_clients, key, v, f"expected 1..num-clients ({c.num_clients})")
+    _check(c.local_epochs >= 1, "local-epochs", c.local_epochs, "expected >= 1")
+    _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
+    _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
+    _check(c.optimizer in ("sgd", "adam"), "optimizer", c.optimizer, "expected sgd or adam")
+    _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
+    _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")
+    _check(
+        c.model in ("mlp", "cnn") or c.model.endswith(".tflite"),
+        "model",
+        c.model,
+        "expected mlp, cnn or a path ending in .tflite",
+    )
+    _check(
+        c.partitioner in PARTITIONERS,
+        "partitioner",
+        c.partitioner,
+        f"expected one of {', '.join(PARTITIONERS)}",
+    )
+    _check(c.alpha > 0, "alpha", c.alpha, "expected > 0")
+    _check(1 <= c.classes_per_client <= 10, "classes-per-client", c.classes_per_client, "expected 1..10")
+    _check(c.shards_per_client >= 1, "shards-per-client", c.shards_per_client, "expected >= 1")
+    _check(c.min_partition_size >= 0, "min-partition-size", c.min_partition_size, "expected >= 0")
+    _check(
+        0 <= c.client_test_fraction < 1,
+        "client-test-fraction",
+        c.client_test_fraction,
+        "expected a fraction in [0, 1)",
+    )
+    _check(
+        c.strategy in STRATEGIES,
+        "strategy",
+        c.strategy,
+        f"expected one of {', '.join(STRATEGIES)}",
+    )
+    _check(0 <= c.trim_beta < 0.5, "trim-beta", c.trim_beta, "expected 0 <= trim-beta < 0.5")
+    _check(
+        0 <= c.num_malicious_clients < c.num_clients,
+        "num-malicious-clients",
+        c.num_malicious_clients,
+        "expected 0 <= n < num-clients",
+    )
+    _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, "expected >= 0")
+    _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
+    for key in ("eta", "eta-l", "tau", "server-learning-rate"):
+        v = getattr(c, key.replace("-", "_"))
+        _check(v > 0, key, v, "expected > 0")
+    for key in ("beta-1", "beta-2", "server-momentum"):
+        v = getattr(c, key.replace("-", "_"))
+        _check(0 <= v < 1, key, v, "expected in [0, 1)")
+
+
+def config_from_mapping(values: Mapping[str, Any], base: SimulationConfig | None = None) -> SimulationConfig:
+    """Build a config from ``{kebab-key: value}`` on top of ``base`` (defaults).
+
+    Raises
+    ------
+    ConfigError
+        An unknown key (with the closest valid ones) or a bad value.
+    """
+    changes = {}
+    for key, value in values.items():
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, _FIELDS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint} (valid keys: {', '.join(_FIELDS)})")
+        changes[_FIELDS[key].name] = value
+    return replace(base or SimulationConfig(), **changes)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are TOML literals, else plain strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out[key.strip()] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> SimulationConfig:
+    """Read a TOML config (flat kebab-case keys) and apply ``key=value`` overrides.
+
+    Raises
+    ------
+    ConfigError
+        Missing/unreadable file, bad TOML, unknown key or bad value.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            values = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        nested = [k for k, v in values.items() if isinstance(v, dict)]
+        if nested:
+            raise ConfigError(f"{p}: tables {nested} are not allowed; use flat kebab-case keys")
+    values.update(parse_overrides(overrides))
+    return config_from_mapping(values)
+
+
+def config_to_toml(config: SimulationConfig) -> str:
+    """The config as TOML text (the resolved config of a run)."""
+    lines = []
+    for key, v in config.to_mapping().items():
+        if isinstance(v, str):
+            lines.append(f"{key} = {json.dumps(v)}")
+        else:
+            lines.append(f"{key} = {v!r}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,180 @@
+"""A run's per-round record and the callbacks that consume it.
+
+Each side effect of a round (the CSV, the plot, the progress bar) is a
+:class:`RoundCallback`; the server calls every callback the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "AccuracyPlot",
+    "CsvHistory",
+    "History",
+    "ProgressBar",
+    "RoundCallback",
+    "RoundRecord",
+    "TIME_COLUMNS",
+    "read_history",
+]
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One row of ``history.csv``. Round 0 is the initial model (no clients).
+
+    Attributes
+    ----------
+    round : int
+    test_loss, test_accuracy : float
+        Centralized evaluation on the 10k test images through ``infer``.
+    train_loss : float
+        Example-weighted mean of the clients' training losses (NaN at round 0).
+    fed_eval_loss, fed_eval_accuracy : float
+        Example-weighted federated evaluation on the sampled clients' local
+        test splits (NaN when disabled).
+    clients_sampled, clients_ok, clients_failed : int
+        Training messages sent, successful replies, error replies.
+    seconds : float
+        Wall time of the round (training, federated and central evaluation).
+    client_compute_seconds : float
+        Example-weighted mean on-device seconds of a training client.
+    bytes_down, bytes_up : int
+        Weight bytes sent to clients (train + evaluate) and received back.
+    """
+
+    round: int
+    test_loss: float
+    test_accuracy: float
+    train_loss: float
+    fed_eval_loss: float
+    fed_eval_accuracy: float
+    clients_sampled: int
+    clients_ok: int
+    clients_failed: int
+    seconds: float
+    client_compute_seconds: float
+    bytes_down: int
+    bytes_up: int
+
+
+TIME_COLUMNS = ("seconds", "client_compute_seconds")
+"""Columns that vary between identical runs."""
+COLUMNS = tuple(f.name for f in fields(RoundRecord))
+
+
+@dataclass(frozen=True)
+class History:
+    """A finished run: its rows and where its files are."""
+
+    rounds: tuple[RoundRecord, ...]
+    run_dir: Path
+
+    @property
+    def final_accuracy(self) -> float:
+        """Centralized test accuracy after the last round."""
+        return self.rounds[-1].test_accuracy
+
+
+class RoundCallback(Protocol):
+    """Called by the server after each round (and once at the end)."""
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Consume one round."""
+
+    def on_end(self) -> None:
+        """The run is over."""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+class CsvHistory:
+    """Writes ``history.csv`` row by row (flushed: a crashed run keeps its rows)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerow(COLUMNS)
+
+    def on_round(self, record: RoundRecord) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_fmt(v) for v in asdict(record).values()])
+
+    def on_end(self) -> None:
+        pass
+
+
+def read_history(path: Path) -> list[RoundRecord]:
+    """Read a ``history.csv`` back."""
+    types = {f.name: (int if f.type == "int" else float) for f in fields(RoundRecord)}
+    with path.open(newline="") as f:
+        return [
+            RoundRecord(**{k: types[k](v) for k, v in row.items()}) for row in csv.DictReader(f)
+        ]
+
+
+class AccuracyPlot:
+    """Draws ``accuracy.png`` (test accuracy and loss per round) at the end."""
+
+    def __init__(self, path: Path, title: str):
+        self.path, self.title = path, title
+        self.rows: list[RoundRecord] = []
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.rows.append(record)
+
+    def on_end(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        r = [row.round for row in self.rows]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot(r, [row.test_accuracy for row in self.rows], "o-", label="central test")
+        fed = [row.fed_eval_accuracy for row in self.rows]
+        if any(not math.isnan(v) for v in fed):
+            ax1.plot(r, fed, "s--", label="federated eval")
+        ax1.set(xlabel="round", ylabel="accuracy", title="accuracy")
+        ax1.grid(alpha=0.3)
+        ax1.legend()
+        ax2.plot(r, [row.test_loss for row in self.rows], "o-", label="central test")
+        ax2.plot(r, [row.train_loss for row in self.rows], "^--", label="client train")
+        ax2.set(xlabel="round", ylabel="cross-entropy", title="loss")
+        ax2.grid(alpha=0.3)
+        ax2.legend()
+        fig.suptitle(self.title)
+        fig.tight_layout()
+        fig.savefig(self.path, dpi=100)
+        plt.close(fig)
+
+
+class ProgressBar:
+    """A tqdm bar over rounds showing the latest accuracy."""
+
+    def __init__(self, num_rounds: int, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not enabled)
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == 0:
+            self.bar.set_postfix_str(f"acc {record.test_accuracy:.4f} (initial)")
+            return
+        failed = f" failed {record.clients_failed}" if record.clients_failed else ""
+        self.bar.set_postfix_str(
+            f"acc {record.test_accuracy:.4f} loss {record.test_loss:.3f}{failed}"
+        )
+        self.bar.update(1)
+
+    def on_end(self) -> None:
+        self.bar.close()

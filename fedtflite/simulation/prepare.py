@@ -1,0 +1,152 @@
+"""Everything a run settles before Ray starts: model file, data, partition, run dir.
+
+Every bad setting fails here, in the driver, with a one-line error, before any
+Ray process exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedtflite.data import (
+    PartitionSpec,
+    load_fashion_mnist,
+    partition_indices,
+    partition_stats,
+    validate_partition_spec,
+    write_partition_stats,
+)
+from fedtflite.errors import ConfigError, DataShapeError
+from fedtflite.models.cache import cached_model
+from fedtflite.models.specs import ModelSpec, OptimizerSpec
+from fedtflite.runtime import ClientModel
+from fedtflite.simulation.config import SimulationConfig, config_to_toml
+from fedtflite.simulation.partition_file import save_partition
+from fedtflite.simulation.settings import ClientSettings
+
+__all__ = ["PreparedRun", "default_run_dir", "prepare_run", "resolve_model"]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run ready to start.
+
+    Attributes
+    ----------
+    config : SimulationConfig
+    run_dir : Path
+        Holds ``config.toml``, ``model.tflite``, ``partition.npz/.csv/.png`` and,
+        as the run goes, ``history.csv``, ``accuracy.png``, ``final_weights.npz``.
+    settings : ClientSettings
+        What every message tells the clients.
+    timings : dict
+        Seconds spent on each preparation step (model, data, partition).
+    """
+
+    config: SimulationConfig
+    run_dir: Path
+    settings: ClientSettings
+    timings: dict[str, float]
+
+
+def default_run_dir(root: Path = Path("runs")) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>``, made unique with a suffix if it exists."""
+    base = root / time.strftime("%Y%m%d-%H%M%S")
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def resolve_model(config: SimulationConfig) -> bytes:
+    """The `.tflite` bytes the config names: a built ``mlp``/``cnn`` or a file.
+
+    Built models are cached on disk (TensorFlow is imported on a cache miss only).
+    """
+    if config.model in ("mlp", "cnn"):
+        spec = ModelSpec(
+            architecture=config.model,
+            optimizer=OptimizerSpec(
+                name=config.optimizer,
+                learning_rate=config.learning_rate,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+            ),
+            seed=config.seed,
+            batch_size=config.batch_size if config.model == "cnn" else None,
+        )
+        return cached_model(spec)
+    path = Path(config.model)
+    if not path.is_file():
+        raise ConfigError(f"model = {config.model!r}: no such file (or use mlp, cnn)")
+    return path.read_bytes()
+
+
+def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
+    """Validate everything, write the run directory, compute the partition once.
+
+    Raises
+    ------
+    FedTfliteError
+        Any bad setting, model file or data set, before Ray starts.
+    """
+    timings = {}
+    t = time.perf_counter()
+    model_bytes = resolve_model(config)
+    model = ClientModel(model_bytes)  # validates the contract
+    c = model.contract
+    if c.train_batch is not None and c.train_batch != config.batch_size:
+        raise DataShapeError(
+            f"batch-size = {config.batch_size} but {config.model} trains fixed "
+            f"batches of {c.train_batch}; set batch-size = {c.train_batch}"
+        )
+    timings["model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    data = load_fashion_mnist(config.data_dir or None)
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    spec = PartitionSpec(
+        kind=config.partitioner,
+        num_clients=config.num_clients,
+        alpha=config.alpha,
+        classes_per_client=config.classes_per_client,
+        shards_per_client=config.shards_per_client,
+        seed=config.seed,
+        min_partition_size=config.min_partition_size,
+    )
+    validate_partition_spec(spec, len(data.train.labels))
+    parts = partition_indices(data.train.labels, spec)
+    timings["partition"] = time.perf_counter() - t
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+    (run_dir / "config.toml").write_text(config_to_toml(config))
+    model_path = run_dir / "model.tflite"
+    model_path.write_bytes(model_bytes)
+    partition_path = run_dir / "partition.npz"
+    save_partition(partition_path, parts, spec)
+    write_partition_stats(partition_stats(data.train.labels, parts), run_dir)
+
+    settings = ClientSettings(
+        model_path=str(model_path),
+        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+        partition_path=str(partition_path),
+        partition_kind=spec.kind,
+        num_clients=spec.num_clients,
+        alpha=spec.alpha,
+        classes_per_client=spec.classes_per_client,
+        shards_per_client=spec.shards_per_client,
+        min_partition_size=spec.min_partition_size,
+        seed=config.seed,
+        client_test_fraction=config.client_test_fraction,
+        data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else "",
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
+    )
+    return PreparedRun(config, run_dir, settings, timings)

@@ -1,0 +1,96 @@
+"""What a client needs to know about the run, carried in every message's ConfigRecord.
+
+The server fills it once per run; the ClientApp reads it from the message, so
+``flwr run`` and the Python API behave the same and a worker on another Ray
+node needs nothing but the message (plus the model file and the data set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from fedtflite.data import PartitionSpec
+from fedtflite.errors import ConfigError
+
+__all__ = ["ClientSettings"]
+
+_PREFIX = "run."
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Run-level client settings.
+
+    Attributes
+    ----------
+    model_path : str
+        Absolute path of the `.tflite` every client runs.
+    model_sha256 : str
+        Its digest; a worker whose file differs refuses to train.
+    partition_path : str
+        ``partition.npz`` written by the server (client index arrays); a worker
+        that cannot read it recomputes the same partition from the spec.
+    partition_kind, num_clients, alpha, classes_per_client, shards_per_client,
+    min_partition_size, seed
+        The partition spec (see :class:`fedtflite.data.PartitionSpec`); ``seed``
+        also seeds each client's shuffling and local test split.
+    client_test_fraction : float
+        Share of a client's examples held out as its local test split.
+    data_dir : str
+        Fashion-MNIST directory ("" = default look-up).
+    local_epochs, batch_size : int
+        Local training.
+    learning_rate : float
+        Set through ``set_learning_rate`` when the model has it; 0 = leave as built.
+    """
+
+    model_path: str
+    model_sha256: str
+    partition_path: str
+    partition_kind: str
+    num_clients: int
+    alpha: float
+    classes_per_client: int
+    shards_per_client: int
+    min_partition_size: int
+    seed: int
+    client_test_fraction: float
+    data_dir: str
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+
+    def partition_spec(self) -> PartitionSpec:
+        """The partition these settings describe."""
+        return PartitionSpec(
+            kind=self.partition_kind,
+            num_clients=self.num_clients,
+            alpha=self.alpha,
+            classes_per_client=self.classes_per_client,
+            shards_per_client=self.shards_per_client,
+            seed=self.seed,
+            min_partition_size=self.min_partition_size,
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """Entries for a Flower ConfigRecord (keys prefixed ``run.``)."""
+        return {_PREFIX + k: v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: Any) -> ClientSettings:
+        """Read them back from a ConfigRecord (or any mapping).
+
+        Raises
+        ------
+        ConfigError
+            A key is missing: the message did not come from fedtflite's ServerApp.
+        """
+        try:
+            values = {f.name: config[_PREFIX + f.name] for f in fields(cls)}
+        except KeyError as e:
+            raise ConfigError(
+                f"message config lacks {e.args[0]!r}: this ClientApp needs "
+                "fedtflite's ServerApp (server.server_app:app)"
+            ) from None
+        return cls(**values)

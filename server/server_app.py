@@ -1,0 +1,132 @@
+"""The Flower ServerApp: initial weights from the model file, a Flower strategy,
+centralized evaluation every round, and the run directory's history.
+
+``flwr run .`` enters through :data:`app` (config from ``context.run_config``);
+:func:`fedtflite.simulate` calls :func:`run_server` with a prepared run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedtflite.data import load_fashion_mnist
+from fedtflite.runtime import ClientModel
+from fedtflite.simulation.config import config_from_mapping
+from fedtflite.simulation.history import (
+    AccuracyPlot,
+    CsvHistory,
+    ProgressBar,
+    RoundCallback,
+    RoundRecord,
+)
+from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from server.strategies import RoundStats, make_strategy
+
+__all__ = ["app", "run_server"]
+
+_log = logging.getLogger("fedtflite")
+app = ServerApp()
+
+
+def _record(
+    server_round: int, stats: RoundStats, test: Any, seconds: float
+) -> RoundRecord:
+    tm, em = stats.train_metrics, stats.eval_metrics
+    nan = math.nan
+    return RoundRecord(
+        round=server_round,
+        test_loss=test.loss,
+        test_accuracy=test.accuracy,
+        train_loss=tm.get("train-loss", nan),
+        fed_eval_loss=em.get("eval-loss", nan),
+        fed_eval_accuracy=em.get("eval-accuracy", nan),
+        clients_sampled=stats.clients_sampled,
+        clients_ok=stats.clients_ok,
+        clients_failed=stats.clients_failed,
+        seconds=seconds,
+        client_compute_seconds=tm.get("compute-seconds", nan),
+        bytes_down=stats.bytes_down,
+        bytes_up=stats.bytes_up,
+    )
+
+
+def run_server(
+    grid: Grid,
+    run: PreparedRun,
+    callbacks: list[RoundCallback] | None = None,
+    progress: bool = True,
+) -> list[RoundRecord]:
+    """Run all rounds of ``run`` on ``grid``; returns one record per round (0 = initial).
+
+    Writes ``history.csv``, ``accuracy.png`` and ``final_weights.npz`` to the run
+    directory; ``callbacks`` get every round too.
+    """
+    config = run.config
+    model = ClientModel(Path(run.settings.model_path))
+    test = load_fashion_mnist(run.settings.data_dir or None).test
+    names = [p.name for p in model.contract.parameters]
+    initial = model.parameters()
+    arrays = ArrayRecord(array_dict={n: Array(w) for n, w in zip(names, initial, strict=True)})
+
+    rows: list[RoundRecord] = []
+    cbs: list[RoundCallback] = [
+        CsvHistory(run.run_dir / "history.csv"),
+        AccuracyPlot(
+            run.run_dir / "accuracy.png",
+            f"{config.strategy} · {config.model} · {config.num_clients} clients · "
+            f"{config.partitioner}",
+        ),
+        ProgressBar(config.num_rounds, enabled=progress),
+        *(callbacks or []),
+    ]
+    strategy = make_strategy(config)
+    clock = [time.perf_counter()]
+
+    def central_evaluation(server_round: int, global_arrays: ArrayRecord) -> MetricRecord:
+        weights = [global_arrays[n].numpy() for n in names]
+        model.restore(weights)
+        result = model.evaluate(test.images, test.labels)
+        now = time.perf_counter()
+        stats = strategy.stats.get(server_round, RoundStats())
+        row = _record(server_round, stats, result, now - clock[0])
+        clock[0] = now
+        rows.append(row)
+        for cb in cbs:
+            cb.on_round(row)
+        if server_round == config.num_rounds:
+            np.savez(run.run_dir / "final_weights.npz", **dict(zip(names, weights, strict=True)))
+        return MetricRecord({"test-loss": result.loss, "test-accuracy": result.accuracy})
+
+    train_config = ConfigRecord(run.settings.to_config())
+    try:
+        strategy.start(
+            grid=grid,
+            initial_arrays=arrays,
+            num_rounds=config.num_rounds,
+            train_config=train_config,
+            evaluate_config=ConfigRecord(run.settings.to_config()),
+            evaluate_fn=central_evaluation,
+        )
+    finally:
+        for cb in cbs:
+            cb.on_end()
+    return rows
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """``flwr run`` entry: read ``context.run_config`` once, prepare, run."""
+    values = dict(context.run_config)
+    run_dir = values.pop("run-dir", "")
+    config = config_from_mapping(values)
+    run = prepare_run(config, Path(run_dir) if run_dir else default_run_dir())
+    _log.warning("fedtflite run directory: %s", run.run_dir)
+    run_server(grid, run)
