@@ -9,9 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DataFormatError",
     "DataMissingError",
     "DataShapeError",
-    "DataFormatError",
     "FedTfliteError",
     "FlexOpsError",
     "MissingSignatureError",
