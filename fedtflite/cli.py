@@ -15,6 +15,8 @@ from fedtflite.errors import FedTfliteError
 
 __all__ = ["main"]
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "default.toml"
+
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from fedtflite.models.build import ModelSpec, write_model
@@ -69,10 +71,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fedtflite.centralized import train_centralized
     from fedtflite.data import load_fashion_mnist
     from fedtflite.runtime import ClientModel
-    from fedtflite.simulation.model_source import resolve_model
+    from fedtflite.simulation import SimulationConfig
+    from fedtflite.simulation.prepare import resolve_model
 
-    model_bytes = resolve_model(args.model, batch_size=args.batch_size, seed=args.seed)
-    model = ClientModel(model_bytes)
+    config = SimulationConfig(
+        model=str(args.model),
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    model = ClientModel(resolve_model(config))
     data = load_fashion_mnist(args.data_dir)
     print(
         f"centralized training of {args.model} through LiteRT `train`: "
@@ -92,6 +100,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     if args.save:
         np.savez(args.save, *model.parameters())
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import logging
+
+    from fedtflite.simulation import load_config, simulate
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = args.config if args.config else DEFAULT_CONFIG
+    config = load_config(path, args.set)
+    history = simulate(config, args.out, progress=not args.no_progress)
+    last = history.rounds[-1]
+    print(
+        f"final test accuracy {last.test_accuracy:.4f} (loss {last.test_loss:.4f}) "
+        f"after {last.round} rounds; run directory: {history.run_dir}"
+    )
     return 0
 
 
@@ -145,6 +170,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", type=Path, default=None)
     t.add_argument("--save", type=Path, default=None, help="write final weights (.npz)")
     t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("simulate", help="run a federated simulation (the main job)")
+    s.add_argument(
+        "config", nargs="?", type=Path, default=None, help=f"TOML config (default {DEFAULT_CONFIG})"
+    )
+    s.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key"
+    )
+    s.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_simulate)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])
