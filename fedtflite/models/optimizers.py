@@ -16,7 +16,7 @@ from fedtflite.models.specs import OPTIMIZERS, OptimizerSpec
 __all__ = ["Optimizer"]
 
 
-class Optimizer(tf.Module):
+class Optimizer(tf.Module):  # type: ignore[misc]
     """Applies one update to a list of variables; `reset` zeroes its state.
 
     `reset` sets momentum buffers, Adam's m and v to zero and Adam's step to 0.

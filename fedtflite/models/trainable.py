@@ -29,7 +29,8 @@ import tensorflow as tf
 
 from fedtflite.models import ops
 from fedtflite.models.architectures import NUM_CLASSES, Architecture
-from fedtflite.models.optimizers import Optimizer, OptimizerSpec
+from fedtflite.models.optimizers import Optimizer
+from fedtflite.models.specs import OptimizerSpec
 
 __all__ = ["TrainableModel"]
 
@@ -53,7 +54,7 @@ def _cnn_logits(w: list[tf.Variable], x: tf.Tensor) -> tf.Tensor:
 _FORWARD = {"mlp": _mlp_logits, "cnn": _cnn_logits}
 
 
-class TrainableModel(tf.Module):
+class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
     """Weights and optimizer state as plain variables, plus the signatures.
 
     Parameters
@@ -80,7 +81,8 @@ class TrainableModel(tf.Module):
         self.arch = arch
         self.batch_size = batch_size
         self.w = [
-            tf.Variable(v, dtype=tf.float32, name=f"a{i}") for i, v in enumerate(weights)
+            tf.Variable(v, dtype=tf.float32, name=f"a{i}")
+            for i, v in enumerate(weights)
         ]
         self.opt = Optimizer(optimizer, self.w)
         self._logits = _FORWARD[arch.name]
@@ -94,9 +96,12 @@ class TrainableModel(tf.Module):
             train = tf.function(self._train_dynamic, input_signature=[x_spec, y_spec])
         else:
             mask_spec = tf.TensorSpec([b], tf.float32, name="mask")
-            train = tf.function(self._train, input_signature=[x_spec, y_spec, mask_spec])
+            train = tf.function(
+                self._train, input_signature=[x_spec, y_spec, mask_spec]
+            )
         restore_specs = [
-            tf.TensorSpec(v.shape, tf.float32, name=f"a{i}") for i, v in enumerate(self.w)
+            tf.TensorSpec(v.shape, tf.float32, name=f"a{i}")
+            for i, v in enumerate(self.w)
         ]
         return {
             "train": train.get_concrete_function(),
@@ -104,8 +109,12 @@ class TrainableModel(tf.Module):
                 self._infer,
                 input_signature=[tf.TensorSpec([None, 28, 28], tf.float32, name="x")],
             ).get_concrete_function(),
-            "parameters": tf.function(self._parameters, input_signature=[]).get_concrete_function(),
-            "restore": tf.function(self._restore, input_signature=restore_specs).get_concrete_function(),
+            "parameters": tf.function(
+                self._parameters, input_signature=[]
+            ).get_concrete_function(),
+            "restore": tf.function(
+                self._restore, input_signature=restore_specs
+            ).get_concrete_function(),
             "set_learning_rate": tf.function(
                 self._set_learning_rate,
                 input_signature=[tf.TensorSpec([], tf.float32, name="lr")],
@@ -120,7 +129,9 @@ class TrainableModel(tf.Module):
         self.opt.apply(self.w, grads)
         return loss
 
-    def _train(self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _train(
+        self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         return {"loss": self.loss_and_step(x, y, mask)}
 
     def _train_dynamic(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
