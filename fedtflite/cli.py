@@ -19,8 +19,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "default.
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from fedtflite.models.build import ModelSpec, write_model
-    from fedtflite.models.optimizers import OptimizerSpec
+    from fedtflite.models.build import write_model
+    from fedtflite.models.specs import ModelSpec, OptimizerSpec  # no TensorFlow yet
 
     spec = ModelSpec(
         architecture=args.model,
@@ -32,6 +32,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         ),
         seed=args.seed,
         batch_size=args.batch_size,
+        proximal=args.proximal,
+        scaffold=args.scaffold,
     )
     path = write_model(spec, args.out)
     print(f"wrote {path} ({path.stat().st_size} bytes): {spec}")
@@ -154,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="fixed train batch with a mask input (default: dynamic for mlp, 32 for cnn)",
+    )
+    b.add_argument(
+        "--proximal", action="store_true", help="FedProx term + set_proximal_mu"
+    )
+    b.add_argument(
+        "--scaffold", action="store_true", help="SCAFFOLD correction + set_correction"
     )
     b.set_defaults(func=_cmd_build)
 

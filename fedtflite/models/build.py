@@ -37,7 +37,12 @@ def build_model(spec: ModelSpec) -> bytes:
 
     arch = ARCHITECTURES[spec.architecture]
     module = TrainableModel(
-        arch, init_weights(arch, spec.seed), spec.optimizer, spec.train_batch
+        arch,
+        init_weights(arch, spec.seed),
+        spec.optimizer,
+        spec.train_batch,
+        proximal=spec.proximal,
+        scaffold=spec.scaffold,
     )
     signatures = module.signatures()
     with tempfile.TemporaryDirectory(prefix="fedtflite-build-") as tmp:

@@ -61,12 +61,18 @@ class ModelSpec:
         Static `train` batch (with a ``mask`` input) or None for a dynamic one.
         None on an architecture that needs a static batch means
         :data:`DEFAULT_STATIC_BATCH`.
+    proximal : bool
+        Add FedProx's proximal term and a ``set_proximal_mu`` signature.
+    scaffold : bool
+        Add SCAFFOLD's gradient correction and a ``set_correction`` signature.
     """
 
     architecture: str = "mlp"
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     seed: int = 0
     batch_size: int | None = None
+    proximal: bool = False
+    scaffold: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

@@ -18,6 +18,19 @@ Flower's Android example):
     learning rate is *not* reset.
 ``set_learning_rate(lr: float32[]) -> {lr}``
     Optional run-time knob; a model without it is still a valid client model.
+
+Built with ``proximal`` (FedProx, Li et al., MLSys 2020):
+
+``set_proximal_mu(mu: float32[]) -> {mu}``
+    `train` then adds the gradient of ``mu/2 ||w - w_g||^2``, where ``w_g`` is
+    what the last `restore` loaded; `loss` stays the data loss.
+
+Built with ``scaffold`` (SCAFFOLD, Karimireddy et al., ICML 2020):
+
+``set_correction(a0, a1, ...) -> {norm}``
+    Sets ``c - c_i`` (global minus client control variate), which `train` adds
+    to every gradient: the step uses ``g - c_i + c``. `restore` zeroes it, so
+    the client sets it after each `restore`.
 """
 
 from __future__ import annotations
@@ -76,6 +89,9 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         weights: list[np.ndarray],
         optimizer: OptimizerSpec,
         batch_size: int | None,
+        *,
+        proximal: bool = False,
+        scaffold: bool = False,
     ):
         super().__init__(name=arch.name)
         self.arch = arch
@@ -86,6 +102,15 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         ]
         self.opt = Optimizer(optimizer, self.w)
         self._logits = _FORWARD[arch.name]
+        self.proximal, self.scaffold = proximal, scaffold
+        if proximal:  # FedProx: w_g (what restore loaded) and mu
+            self.anchor = [tf.Variable(v, name=f"anchor{i}") for i, v in enumerate(weights)]
+            self.mu = tf.Variable(0.0, dtype=tf.float32, name="mu")
+        if scaffold:  # SCAFFOLD: the correction c - c_i added to every gradient
+            self.correction = [
+                tf.Variable(tf.zeros_like(v), name=f"correction{i}")
+                for i, v in enumerate(weights)
+            ]
 
     def signatures(self) -> dict[str, Any]:
         """Concrete functions keyed by signature name, ready for export."""
@@ -103,7 +128,7 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
             tf.TensorSpec(v.shape, tf.float32, name=f"a{i}")
             for i, v in enumerate(self.w)
         ]
-        return {
+        sigs = {
             "train": train.get_concrete_function(),
             "infer": tf.function(
                 self._infer,
@@ -120,12 +145,26 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
                 input_signature=[tf.TensorSpec([], tf.float32, name="lr")],
             ).get_concrete_function(),
         }
+        if self.proximal:
+            sigs["set_proximal_mu"] = tf.function(
+                self._set_proximal_mu,
+                input_signature=[tf.TensorSpec([], tf.float32, name="mu")],
+            ).get_concrete_function()
+        if self.scaffold:
+            sigs["set_correction"] = tf.function(
+                self._set_correction, input_signature=restore_specs
+            ).get_concrete_function()
+        return sigs
 
     def loss_and_step(self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """Loss of the batch before the step; applies one optimizer step."""
         with tf.GradientTape() as tape:
             loss = ops.softmax_cross_entropy(self._logits(self.w, x), y, mask)
         grads = tape.gradient(loss, self.w)
+        if self.proximal:  # d/dw of mu/2 ||w - w_g||^2 (the loss reported is the data loss)
+            grads = [g + self.mu * (w - a) for g, w, a in zip(grads, self.w, self.anchor, strict=True)]
+        if self.scaffold:  # g - c_i + c
+            grads = [g + c for g, c in zip(grads, self.correction, strict=True)]
         self.opt.apply(self.w, grads)
         return loss
 
@@ -147,9 +186,24 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
     def _restore(self, *arrays: tf.Tensor) -> dict[str, tf.Tensor]:
         for v, a in zip(self.w, arrays, strict=True):
             v.assign(a)
+        if self.proximal:
+            for anchor, a in zip(self.anchor, arrays, strict=True):
+                anchor.assign(a)
+        if self.scaffold:
+            for c in self.correction:
+                c.assign(tf.zeros_like(c))
         self.opt.reset()
         return {"step": tf.identity(self.opt.step)}
 
     def _set_learning_rate(self, lr: tf.Tensor) -> dict[str, tf.Tensor]:
         self.opt.lr.assign(lr)
         return {"lr": tf.identity(self.opt.lr)}
+
+    def _set_proximal_mu(self, mu: tf.Tensor) -> dict[str, tf.Tensor]:
+        self.mu.assign(mu)
+        return {"mu": tf.identity(self.mu)}
+
+    def _set_correction(self, *arrays: tf.Tensor) -> dict[str, tf.Tensor]:
+        for c, a in zip(self.correction, arrays, strict=True):
+            c.assign(a)
+        return {"norm": tf.add_n([tf.reduce_sum(tf.square(c)) for c in self.correction])}

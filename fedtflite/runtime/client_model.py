@@ -171,22 +171,27 @@ class ClientModel:
         WeightsMismatchError
             Wrong count, shape or dtype.
         """
+        self._restore(**self._weights_feed(weights, "restore"))
+
+    def _weights_feed(
+        self, weights: Sequence[np.ndarray], signature: str
+    ) -> dict[str, np.ndarray]:
         specs = self.contract.parameters
         if len(weights) != len(specs):
             raise WeightsMismatchError(
-                f"{self.contract.source}: restore got {len(weights)} arrays; the model "
-                f"has {len(specs)} ({', '.join(str(s) for s in specs)})"
+                f"{self.contract.source}: {signature} got {len(weights)} arrays; the "
+                f"model has {len(specs)} ({', '.join(str(s) for s in specs)})"
             )
         feed = {}
         for spec, w in zip(specs, weights, strict=True):
             w = np.asarray(w)
             if w.shape != spec.shape or w.dtype != spec.dtype:
                 raise WeightsMismatchError(
-                    f"{self.contract.source}: restore {spec.name} got "
+                    f"{self.contract.source}: {signature} {spec.name} got "
                     f"{w.dtype.name}{list(w.shape)}; expected {spec}"
                 )
             feed[spec.name] = w
-        self._restore(**feed)
+        return feed
 
     def set_learning_rate(self, lr: float) -> None:
         """Set the learning rate through the optional ``set_learning_rate`` signature.
@@ -202,6 +207,37 @@ class ClientModel:
                 "learning rate is fixed in the file (leave learning-rate unset)"
             )
         self._set_lr(lr=np.asarray(lr, np.float32))
+
+    def _knob(self, signature: str, purpose: str) -> Any:
+        if signature not in self.contract.extra_signatures:
+            raise SignatureMismatchError(
+                f"{self.contract.source}: has no {signature} signature, needed for "
+                f"{purpose}; build the model with it (fedtflite build ... {purpose})"
+            )
+        return self._interpreter.get_signature_runner(signature)
+
+    def set_proximal_mu(self, mu: float) -> None:
+        """FedProx: set ``mu`` of the model's proximal term (``set_proximal_mu``).
+
+        Raises
+        ------
+        SignatureMismatchError
+            The model was not built with a proximal term.
+        """
+        self._knob("set_proximal_mu", "--proximal")(mu=np.asarray(mu, np.float32))
+
+    def set_correction(self, correction: Sequence[np.ndarray]) -> None:
+        """SCAFFOLD: set ``c - c_i``, added to every gradient (``set_correction``).
+
+        Raises
+        ------
+        SignatureMismatchError
+            The model was not built for SCAFFOLD.
+        WeightsMismatchError
+            Arrays that do not match the parameters.
+        """
+        runner = self._knob("set_correction", "--scaffold")
+        runner(**self._weights_feed(correction, "set_correction"))
 
     @property
     def supports_learning_rate(self) -> bool:
@@ -296,7 +332,7 @@ class ClientModel:
         start = time.perf_counter()
         total, steps = 0.0, 0
         mask_full = np.ones(batch_size, np.float32) if c.has_mask else None
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
             order = rng.permutation(n)
             for s in range(0, n, batch_size):
                 idx = order[s : s + batch_size]
@@ -306,7 +342,7 @@ class ClientModel:
                 if not np.isfinite(loss):
                     raise NonFiniteError(
                         f"{c.source}: train returned loss {loss} at step {steps + 1} "
-                        f"(epoch {steps * batch_size // max(n, 1) + 1}); lower the learning rate"
+                        f"(epoch {epoch}); lower the learning rate"
                     )
                 total += loss * real
                 steps += 1

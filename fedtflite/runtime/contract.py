@@ -280,6 +280,14 @@ def read_contract(interpreter: Any, source: str, ops: tuple[str, ...]) -> ModelC
         f"restore inputs {[r.name for r in restore]} do not match parameters outputs "
         f"{[p.name for p in params]}",
     )
+    if "set_correction" in sigs:
+        c_in, _ = signature_io(interpreter, "set_correction")
+        correction = _ordered_params(c_in, source, "set_correction inputs")
+        _require(
+            correction == params,
+            source,
+            "set_correction inputs do not match parameters outputs",
+        )
     return ModelContract(
         source=source,
         image_shape=image_shape,

@@ -1,0 +1,203 @@
+"""The ``fedtflite`` command line: build, inspect, train, and its exit codes.
+
+Most tests call :func:`fedtflite.cli.main` in-process; a few run the installed
+console script to check exit codes and stderr at the process level.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedtflite.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MLP_VALUES = 784 * 128 + 128 + 128 * 10 + 10
+# kernel + bias per layer: conv 5x5x1x6, conv 5x5x6x16, dense 256-120, 120-84, 84-10
+CNN_VALUES = 156 + 2_416 + 30_840 + 10_164 + 850
+
+
+def _console(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``fedtflite`` script (or ``python -m fedtflite.cli``)."""
+    exe = shutil.which("fedtflite")
+    command = [exe] if exe else [sys.executable, "-m", "fedtflite.cli"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``fedtflite build mlp`` and ``build cnn --optimizer adam``, once."""
+    root = tmp_path_factory.mktemp("cli")
+    paths = {"mlp": root / "mlp.tflite", "cnn": root / "cnn-adam.tflite"}
+    assert main(["build", "mlp", "--out", str(paths["mlp"])]) == 0
+    assert (
+        main(["build", "cnn", "--optimizer", "adam", "--out", str(paths["cnn"])]) == 0
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def broken(
+    built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """A Flex model, a truncated model and a text file."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([4], tf.float32)])
+    def relu_grad(x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(tf.nn.relu(x))
+        return tape.gradient(y, x)  # ReluGrad: a Select-TF op
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [relu_grad.get_concrete_function()], relu_grad
+    )
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+        tf.lite.OpsSet.SELECT_TF_OPS,
+    ]
+    root = tmp_path_factory.mktemp("broken")
+    paths = {
+        "flex": root / "flex.tflite",
+        "truncated": root / "truncated.tflite",
+        "text": root / "readme.tflite",
+    }
+    paths["flex"].write_bytes(converter.convert())
+    whole = built["mlp"].read_bytes()
+    paths["truncated"].write_bytes(whole[: len(whole) // 2])
+    paths["text"].write_text("not a model\n")
+    return paths
+
+
+def test_build_reports_what_it_wrote(
+    built: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fixture's output was captured before this test; build once more here.
+    out = built["mlp"].with_name("again.tflite")
+    assert main(["build", "mlp", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"wrote {out} ({out.stat().st_size} bytes)")
+    assert out.read_bytes() == built["mlp"].read_bytes()  # same spec, same bytes
+
+
+def test_inspect_mlp(
+    built: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(built["mlp"])]) == 0
+    out = capsys.readouterr().out
+    assert f"{built['mlp']}: valid client model" in out
+    weights = (
+        "a0: float32[784,128], a1: float32[128], a2: float32[128,10], a3: float32[10]"
+    )
+    assert (
+        "train(x: float32[None,28,28], y: float32[None,10]) -> {loss: float32[]}" in out
+    )
+    assert "infer(x: float32[None,28,28]) -> {logits: float32[None,10]" in out
+    assert f"parameters() -> {{{weights}}}" in out
+    assert f"restore({weights})" in out
+    assert "set_learning_rate(lr: float32[])" in out
+    assert f"parameters: 4 tensors, {MLP_VALUES} values, {4 * MLP_VALUES} bytes" in out
+    assert MLP_VALUES == 101_770
+    assert "train batch: dynamic; labels: one-hot float32" in out
+    ops = re.search(r"^ops \((\d+), all builtin\): (.*)$", out, re.MULTILINE)
+    assert ops is not None
+    assert "FULLY_CONNECTED" in ops[2].split(", ")
+    assert int(ops[1]) == len(ops[2].split(", "))
+
+
+def test_inspect_cnn_with_adam(
+    built: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(built["cnn"])]) == 0
+    out = capsys.readouterr().out
+    assert "valid client model" in out
+    assert (
+        "train(mask: float32[32], x: float32[32,28,28], y: float32[32,10])"
+        " -> {loss: float32[]}" in out
+    )
+    assert f"parameters: 10 tensors, {CNN_VALUES} values" in out
+    assert "train batch: fixed 32 with mask" in out
+    ops = out.split("all builtin): ")[1].split(", ")
+    assert {"CONV_2D", "MAX_POOL_2D", "SQRT"} <= {op.strip() for op in ops}
+
+
+def test_console_script_exit_codes(
+    built: dict[str, Path], broken: dict[str, Path]
+) -> None:
+    ok = _console("inspect", str(built["mlp"]))
+    assert ok.returncode == 0, ok.stderr
+    assert f"{MLP_VALUES} values" in ok.stdout
+    bad = _console("inspect", str(broken["truncated"]))
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "truncated or corrupt" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("flex", r"Select-TF \(Flex\) ops FlexReluGrad"),
+        ("truncated", r"truncated or corrupt \.tflite"),
+        ("text", r"not a \.tflite model"),
+    ],
+)
+def test_inspect_rejects_a_bad_file_in_one_line(
+    name: str,
+    message: str,
+    broken: dict[str, Path],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["inspect", str(broken[name])]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"invalid client model: {broken[name]}: ")
+    assert re.search(message, err)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "resnet"], "model 'resnet' is not a known architecture; valid: mlp"),
+        (
+            ["build", "mlp", "--optimizer", "rmsprop"],
+            "optimizer 'rmsprop' is not valid; valid: sgd, adam",
+        ),
+    ],
+    ids=["architecture", "optimizer"],
+)
+def test_build_rejects_a_bad_spec_in_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    # A real process: a bad name must fail before TensorFlow is imported, whose
+    # start-up logs would add lines to stderr.
+    out = tmp_path / "model.tflite"
+    proc = _console(*args, "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {message}")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "weights.npz"
+    assert main(["train", "--epochs", "1", "--save", str(weights)]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    epoch = re.search(r"^epoch 1: .* test accuracy (\d\.\d+)$", out, re.MULTILINE)
+    assert epoch is not None, out
+    assert float(epoch[1]) > 0.78
+    with np.load(weights) as saved:
+        shapes = [saved[f"arr_{i}"].shape for i in range(len(saved.files))]
+    assert shapes == [(784, 128), (128,), (128, 10), (10,)]
