@@ -28,9 +28,12 @@ Built with ``proximal`` (FedProx, Li et al., MLSys 2020):
 Built with ``scaffold`` (SCAFFOLD, Karimireddy et al., ICML 2020):
 
 ``set_correction(a0, a1, ...) -> {norm}``
-    Sets ``c - c_i`` (global minus client control variate), which `train` adds
-    to every gradient: the step uses ``g - c_i + c``. `restore` zeroes it, so
-    the client sets it after each `restore`.
+    Sets ``c - c_i`` (global minus client control variate); each `train` step
+    then also moves the weights by ``-lr (c - c_i)``: for plain SGD exactly the
+    corrected gradient ``g - c_i + c``. As in NIID-Bench and Flower's
+    ``baselines/niid_bench``, the correction is applied after the optimizer step,
+    outside the momentum buffer. `restore` zeroes it, so the client sets it after
+    each `restore`.
 """
 
 from __future__ import annotations
@@ -163,9 +166,10 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         grads = tape.gradient(loss, self.w)
         if self.proximal:  # d/dw of mu/2 ||w - w_g||^2 (the loss reported is the data loss)
             grads = [g + self.mu * (w - a) for g, w, a in zip(grads, self.w, self.anchor, strict=True)]
-        if self.scaffold:  # g - c_i + c
-            grads = [g + c for g, c in zip(grads, self.correction, strict=True)]
         self.opt.apply(self.w, grads)
+        if self.scaffold:  # y <- y - lr (c - c_i), after the optimizer step
+            for w, c in zip(self.w, self.correction, strict=True):
+                w.assign_sub(self.opt.lr * c)
         return loss
 
     def _train(
