@@ -12,10 +12,13 @@ __all__ = [
     "CLIENT_ID",
     "COMPUTE_SECONDS",
     "CONFIG",
+    "CONTROL",
+    "CONTROL_DELTA_PREFIX",
     "EVAL_ACCURACY",
     "EVAL_LOSS",
     "METRICS",
     "NUM_EXAMPLES",
+    "PROXIMAL_MU",
     "TRAIN_LOSS",
 ]
 
@@ -33,3 +36,9 @@ COMPUTE_SECONDS = "compute-seconds"
 """On-device seconds: restore + train steps + parameters (or infer)."""
 EVAL_LOSS = "eval-loss"
 EVAL_ACCURACY = "eval-accuracy"
+CONTROL = "control"
+"""SCAFFOLD: ArrayRecord of the global control variate ``c`` in a train message."""
+CONTROL_DELTA_PREFIX = "dc."
+"""SCAFFOLD: prefix of the control deltas' keys (``dc.a0`` ...) in a train reply."""
+PROXIMAL_MU = "proximal-mu"
+"""FedProx: the proximal coefficient Flower's ``FedProx`` puts in the train config."""
