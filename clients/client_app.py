@@ -30,11 +30,13 @@ app = ClientApp()
 
 
 def _restore(msg: Message) -> tuple[Worker, int, int]:
-    config = msg.content[records.CONFIG]
+    config = msg.content.config_records[records.CONFIG]
     worker = get_worker(ClientSettings.from_config(config))
-    arrays = msg.content[records.ARRAYS]
+    arrays = msg.content.array_records[records.ARRAYS]
     worker.model.restore([arrays[name].numpy() for name in arrays])
-    return worker, int(config[records.CLIENT_ID]), int(config["server-round"])
+    cid, server_round = config[records.CLIENT_ID], config["server-round"]
+    assert isinstance(cid, int) and isinstance(server_round, int)
+    return worker, cid, server_round
 
 
 @app.train()

@@ -72,11 +72,14 @@ class Worker:
             self._parts[client_id], s.client_test_fraction, s.seed, client_id=client_id
         )
         return ClientData(
-            self._images[train], self._labels[train], self._images[test], self._labels[test]
+            self._images[train],
+            self._labels[train],
+            self._images[test],
+            self._labels[test],
         )
 
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
-        """The shuffling stream of one client in one round, from ``(seed, round, client)``."""
+        """A client's shuffling stream in a round, from ``(seed, round, client)``."""
         return np.random.default_rng([self.settings.seed, server_round, client_id])
 
 

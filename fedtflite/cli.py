@@ -86,7 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data = load_fashion_mnist(args.data_dir)
     print(
         f"centralized training of {args.model} through LiteRT `train`: "
-        f"{len(data.train.labels)} images, {args.epochs} epochs, batch {args.batch_size}"
+        f"{len(data.train.labels)} images, {args.epochs} epochs, "
+        f"batch {args.batch_size}"
     )
     for r in train_centralized(
         model,
@@ -139,7 +140,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedtflite",
-        description="Simulate federated on-device training with .tflite clients on LiteRT.",
+        description="Simulate federated on-device training: .tflite clients on LiteRT.",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -155,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=None,
-        help="fixed train batch with a mask input (default: dynamic for mlp, 32 for cnn)",
+        help="fixed train batch with a mask (default: dynamic for mlp, 32 for cnn)",
     )
     b.add_argument(
         "--proximal", action="store_true", help="FedProx term + set_proximal_mu"
@@ -181,12 +182,18 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="run a federated simulation (the main job)")
     s.add_argument(
-        "config", nargs="?", type=Path, default=None, help=f"TOML config (default {DEFAULT_CONFIG})"
+        "config",
+        nargs="?",
+        type=Path,
+        default=None,
+        help=f"TOML config (default {DEFAULT_CONFIG})",
     )
     s.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key"
     )
-    s.add_argument("--out", type=Path, default=None, help="run directory (default runs/<time>)")
+    s.add_argument(
+        "--out", type=Path, default=None, help="run directory (default runs/<time>)"
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 

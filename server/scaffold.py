@@ -36,6 +36,12 @@ __all__ = ["Scaffold"]
 CONTROL, DELTA_PREFIX = records.CONTROL, records.CONTROL_DELTA_PREFIX
 
 
+def _as_float(value: object) -> float:
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 class Scaffold(FedAvg):
     """SCAFFOLD on Flower's FedAvg (see the module docstring).
 
@@ -95,7 +101,7 @@ class Scaffold(FedAvg):
         ys = [[a[n].numpy() for n in names] for a in got]
         dcs = [[a[DELTA_PREFIX + n].numpy() for n in names] for a in got]
         weights = [
-            float(next(iter(r.metric_records.values()))[self.weighted_by_key])
+            _as_float(next(iter(r.metric_records.values()))[self.weighted_by_key])
             for r in ok
         ]
         x = [self.current_arrays[n].numpy() for n in names]

@@ -64,7 +64,7 @@ def run_server(
     callbacks: list[RoundCallback] | None = None,
     progress: bool = True,
 ) -> list[RoundRecord]:
-    """Run all rounds of ``run`` on ``grid``; returns one record per round (0 = initial).
+    """Run all rounds of ``run`` on ``grid``; one record per round (0 = initial).
 
     Writes ``history.csv``, ``accuracy.png`` and ``final_weights.npz`` to the run
     directory; ``callbacks`` get every round too.
@@ -74,7 +74,9 @@ def run_server(
     test = load_fashion_mnist(run.settings.data_dir or None).test
     names = [p.name for p in model.contract.parameters]
     initial = model.parameters()
-    arrays = ArrayRecord(array_dict={n: Array(w) for n, w in zip(names, initial, strict=True)})
+    arrays = ArrayRecord(
+        array_dict={n: Array(w) for n, w in zip(names, initial, strict=True)}
+    )
 
     rows: list[RoundRecord] = []
     cbs: list[RoundCallback] = [
@@ -90,7 +92,9 @@ def run_server(
     strategy = make_strategy(config)
     clock = [time.perf_counter()]
 
-    def central_evaluation(server_round: int, global_arrays: ArrayRecord) -> MetricRecord:
+    def central_evaluation(
+        server_round: int, global_arrays: ArrayRecord
+    ) -> MetricRecord:
         weights = [global_arrays[n].numpy() for n in names]
         model.restore(weights)
         result = model.evaluate(test.images, test.labels)
@@ -102,8 +106,13 @@ def run_server(
         for cb in cbs:
             cb.on_round(row)
         if server_round == config.num_rounds:
-            np.savez(run.run_dir / "final_weights.npz", **dict(zip(names, weights, strict=True)))
-        return MetricRecord({"test-loss": result.loss, "test-accuracy": result.accuracy})
+            np.savez(
+                run.run_dir / "final_weights.npz",
+                **dict(zip(names, weights, strict=True)),  # type: ignore[arg-type]
+            )
+        return MetricRecord(
+            {"test-loss": result.loss, "test-accuracy": result.accuracy}
+        )
 
     train_config = ConfigRecord(run.settings.to_config())
     try:
@@ -125,7 +134,7 @@ def run_server(
 def main(grid: Grid, context: Context) -> None:
     """``flwr run`` entry: read ``context.run_config`` once, prepare, run."""
     values = dict(context.run_config)
-    run_dir = values.pop("run-dir", "")
+    run_dir = str(values.pop("run-dir", ""))
     config = config_from_mapping(values)
     run = prepare_run(config, Path(run_dir) if run_dir else default_run_dir())
     _log.warning("fedtflite run directory: %s", run.run_dir)

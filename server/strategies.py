@@ -58,6 +58,18 @@ def _arrays_bytes(content: RecordDict) -> int:
     return int(arrays.count_bytes()) if isinstance(arrays, ArrayRecord) else 0
 
 
+def _scalars(metrics: MetricRecord | None) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)
+    }
+
+
+def _in_client_order(replies: Iterable[Message]) -> list[Message]:
+    # Replies arrive in completion order; a float sum in that order would change
+    # the aggregate's last bits from run to run. Node ids ascend with client ids.
+    return sorted(replies, key=lambda m: m.metadata.src_node_id)
+
+
 class SeededSampling:
     """Mixin placed before a Flower strategy class (see the module docstring)."""
 
@@ -82,7 +94,7 @@ class SeededSampling:
         content = template[0].content
         out = []
         for cid in chosen.tolist():
-            config = ConfigRecord(dict(content[records.CONFIG]))
+            config = ConfigRecord(dict(content.config_records[records.CONFIG]))
             config[records.CLIENT_ID] = cid
             rd = RecordDict({k: v for k, v in content.items() if k != records.CONFIG})
             rd[records.CONFIG] = config
@@ -121,24 +133,25 @@ class SeededSampling:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Flower's aggregate_train, counting successes, failures and bytes."""
-        replies = list(replies)
+        replies = _in_client_order(replies)
         ok = [m for m in replies if not m.has_error()]
         s = self.stats.setdefault(server_round, RoundStats())
         s.clients_ok, s.clients_failed = len(ok), len(replies) - len(ok)
         s.bytes_up = sum(_arrays_bytes(m.content) for m in ok)
         arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
-        s.train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        s.train_metrics = _scalars(metrics)
         return arrays, metrics
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Flower's aggregate_evaluate, counting failures."""
-        replies = list(replies)
+        replies = _in_client_order(replies)
         s = self.stats.setdefault(server_round, RoundStats())
         s.eval_failed = sum(m.has_error() for m in replies)
+        metrics: MetricRecord | None
         metrics = super().aggregate_evaluate(server_round, replies)  # type: ignore[misc]
-        s.eval_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        s.eval_metrics = _scalars(metrics)
         return metrics
 
 
@@ -159,7 +172,7 @@ _CLASSES: dict[str, type[fl.FedAvg]] = {
 def _strategy_kwargs(c: SimulationConfig) -> dict[str, Any]:
     fedopt = {"eta": c.eta, "eta_l": c.eta_l, "tau": c.tau}
     adam_like = {**fedopt, "beta_1": c.beta_1, "beta_2": c.beta_2}
-    return {
+    kwargs: dict[str, dict[str, Any]] = {
         "fedavg": {},
         "fedavgm": {
             "server_learning_rate": c.server_learning_rate,
@@ -177,7 +190,8 @@ def _strategy_kwargs(c: SimulationConfig) -> dict[str, Any]:
             "q": c.q,
             "train_loss_key": records.TRAIN_LOSS,
         },
-    }[c.strategy]
+    }
+    return kwargs[c.strategy]
 
 
 def make_strategy(config: SimulationConfig) -> Any:

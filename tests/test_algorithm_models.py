@@ -1,4 +1,4 @@
-"""FedProx and SCAFFOLD inside the `.tflite`: gradients by hand and against TensorFlow."""
+"""FedProx and SCAFFOLD inside the `.tflite`: gradients by hand and against TF."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _two_prox_steps(
 
 
 def test_proximal_step_by_hand(batch):
-    """a1 = plain step from w_g (w - w_g = 0); a2 = plain step from a1 - lr mu (a1 - w_g)."""
+    """a1 = plain step from w_g (w - w_g = 0); a2 = step from a1 - lr mu (a1 - w_g)."""
     mu = 0.5
     w_g, a1, a2 = _two_prox_steps(mu, batch)
     plain = _model()
@@ -75,7 +75,9 @@ def test_proximal_gradient_matches_tensorflow(batch):
         logits = h @ tw[2] + tw[3]
         onehot = np.eye(10, dtype=np.float32)[y]
         ce = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))
-        prox_term = tf.add_n([tf.reduce_sum((v - g) ** 2) for v, g in zip(tw, w_g)])
+        prox_term = tf.add_n(
+            [tf.reduce_sum((v - g) ** 2) for v, g in zip(tw, w_g, strict=True)]
+        )
         loss = ce + mu / 2 * prox_term
     grads = tape.gradient(loss, tw)
     expected = [w - LR * g.numpy() for w, g in zip(a1, grads, strict=True)]

@@ -1,4 +1,4 @@
-"""SCAFFOLD by hand: two clients, option II, and the Flower strategy on real Messages."""
+"""SCAFFOLD by hand: two clients, option II, the Flower strategy on real Messages."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def _reply(y: np.ndarray, dc: np.ndarray, n: int) -> Message:
     )
     arrays = ArrayRecord(array_dict={"a0": Array(y), "dc.a0": Array(dc)})
     metrics = MetricRecord({records.NUM_EXAMPLES: n})
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=instruction)
+    return Message(
+        RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=instruction
+    )
 
 
 def test_strategy_applies_the_same_update(flower_task: None) -> None:
@@ -69,5 +71,7 @@ def test_strategy_applies_the_same_update(flower_task: None) -> None:
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and metrics is not None
     np.testing.assert_allclose(arrays["a0"].numpy(), [0.875, 1.975], atol=1e-6)
-    np.testing.assert_allclose(strategy.control["a0"].numpy(), [0.2375, 0.05], atol=1e-6)
+    np.testing.assert_allclose(
+        strategy.control["a0"].numpy(), [0.2375, 0.05], atol=1e-6
+    )
     assert list(arrays.keys()) == ["a0"]  # the deltas never reach the global model

@@ -109,4 +109,3 @@ def init_weights(arch: Architecture, seed: int) -> list[np.ndarray]:
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         weights.append(rng.uniform(-limit, limit, shape).astype(np.float32))
     return weights
-

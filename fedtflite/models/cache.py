@@ -16,7 +16,14 @@ from fedtflite.models.specs import ModelSpec
 __all__ = ["DEFAULT_CACHE_DIR", "cached_model", "spec_key"]
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "fedtflite" / "models"
-_SOURCES = ("architectures.py", "build.py", "ops.py", "optimizers.py", "specs.py", "trainable.py")
+_SOURCES = (
+    "architectures.py",
+    "build.py",
+    "ops.py",
+    "optimizers.py",
+    "specs.py",
+    "trainable.py",
+)
 
 
 def spec_key(spec: ModelSpec) -> str:

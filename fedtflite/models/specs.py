@@ -1,4 +1,4 @@
-"""What a built model is made of: architecture, optimizer, seed, batch (no TensorFlow)."""
+"""What a built model is made of: architecture, optimizer, seed, batch (no TF)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ class ModelSpec:
             )
         if self.optimizer.name not in OPTIMIZERS:
             raise ConfigError(
-                f"optimizer {self.optimizer.name!r} is not valid; valid: {', '.join(OPTIMIZERS)}"
+                f"optimizer {self.optimizer.name!r} is not valid; "
+                f"valid: {', '.join(OPTIMIZERS)}"
             )
         lr = self.optimizer.learning_rate
         if not lr > 0:

@@ -107,7 +107,9 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         self._logits = _FORWARD[arch.name]
         self.proximal, self.scaffold = proximal, scaffold
         if proximal:  # FedProx: w_g (what restore loaded) and mu
-            self.anchor = [tf.Variable(v, name=f"anchor{i}") for i, v in enumerate(weights)]
+            self.anchor = [
+                tf.Variable(v, name=f"anchor{i}") for i, v in enumerate(weights)
+            ]
             self.mu = tf.Variable(0.0, dtype=tf.float32, name="mu")
         if scaffold:  # SCAFFOLD: the correction c - c_i added to every gradient
             self.correction = [
@@ -164,8 +166,13 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         with tf.GradientTape() as tape:
             loss = ops.softmax_cross_entropy(self._logits(self.w, x), y, mask)
         grads = tape.gradient(loss, self.w)
-        if self.proximal:  # d/dw of mu/2 ||w - w_g||^2 (the loss reported is the data loss)
-            grads = [g + self.mu * (w - a) for g, w, a in zip(grads, self.w, self.anchor, strict=True)]
+        if (
+            self.proximal
+        ):  # d/dw of mu/2 ||w - w_g||^2 (the loss reported is the data loss)
+            grads = [
+                g + self.mu * (w - a)
+                for g, w, a in zip(grads, self.w, self.anchor, strict=True)
+            ]
         self.opt.apply(self.w, grads)
         if self.scaffold:  # y <- y - lr (c - c_i), after the optimizer step
             for w, c in zip(self.w, self.correction, strict=True):
@@ -210,4 +217,6 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
     def _set_correction(self, *arrays: tf.Tensor) -> dict[str, tf.Tensor]:
         for c, a in zip(self.correction, arrays, strict=True):
             c.assign(a)
-        return {"norm": tf.add_n([tf.reduce_sum(tf.square(c)) for c in self.correction])}
+        return {
+            "norm": tf.add_n([tf.reduce_sum(tf.square(c)) for c in self.correction])
+        }

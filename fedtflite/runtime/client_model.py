@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -257,7 +258,8 @@ class ClientModel:
             )
         if images.dtype != np.float32:
             raise DataShapeError(
-                f"{c.source}: images are {images.dtype.name}; expected float32 in [0, 1]"
+                f"{c.source}: images are {images.dtype.name}; "
+                "expected float32 in [0, 1]"
             )
         return images.reshape((n, *c.image_shape))
 
@@ -266,7 +268,8 @@ class ClientModel:
         labels = np.asarray(labels)
         if labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise DataShapeError(
-                f"{c.source}: labels of shape {list(labels.shape)} ({labels.dtype.name}) "
+                f"{c.source}: labels of shape {list(labels.shape)} "
+                f"({labels.dtype.name}) "
                 f"for {n} images; expected integer class ids of shape [{n}]"
             )
         if n and (labels.min() < 0 or labels.max() >= c.num_classes):
@@ -275,7 +278,8 @@ class ClientModel:
                 f"has {c.num_classes} classes (0..{c.num_classes - 1})"
             )
         if c.one_hot_labels:
-            return np.eye(c.num_classes, dtype=np.float32)[labels]
+            one_hot: np.ndarray = np.eye(c.num_classes, dtype=np.float32)[labels]
+            return one_hot
         return labels.astype(c.label_dtype)
 
     # -- train / evaluate --------------------------------------------------------
@@ -377,7 +381,7 @@ class ClientModel:
         return {"x": x, "y": y, "mask": mask}
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """``infer`` outputs for ``images``: logits, or probabilities if the model has no logits."""
+        """``infer`` outputs for ``images``: logits (else probabilities)."""
         c = self.contract
         x_all = self._images(images)
         n = x_all.shape[0]

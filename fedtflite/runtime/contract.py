@@ -206,7 +206,8 @@ def read_contract(interpreter: Any, source: str, ops: tuple[str, ...]) -> ModelC
     if missing:
         raise MissingSignatureError(
             f"{source}: missing signature(s) {', '.join(missing)}; a client model "
-            f"needs {', '.join(REQUIRED_SIGNATURES)} (has: {', '.join(sorted(sigs)) or 'none'})"
+            f"needs {', '.join(REQUIRED_SIGNATURES)} "
+            f"(has: {', '.join(sorted(sigs)) or 'none'})"
         )
     t_in, t_out = signature_io(interpreter, "train")
     i_in, i_out = signature_io(interpreter, "infer")

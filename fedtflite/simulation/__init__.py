@@ -6,7 +6,12 @@ from fedtflite.simulation.config import (
     load_config,
     parse_overrides,
 )
-from fedtflite.simulation.history import History, RoundCallback, RoundRecord, read_history
+from fedtflite.simulation.history import (
+    History,
+    RoundCallback,
+    RoundRecord,
+    read_history,
+)
 from fedtflite.simulation.run import simulate
 
 __all__ = [

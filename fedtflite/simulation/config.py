@@ -177,14 +177,26 @@ def _validate(c: SimulationConfig) -> None:
     for key in ("fraction-train", "fraction-evaluate"):
         v = getattr(c, key.replace("-", "_"))
         _check(0.0 <= v <= 1.0, key, v, "expected a fraction in [0, 1]")
-    _check(c.fraction_train > 0, "fraction-train", 0.0, "expected > 0 (nothing would train)")
+    _check(
+        c.fraction_train > 0,
+        "fraction-train",
+        0.0,
+        "expected > 0 (nothing would train)",
+    )
     for key in ("min-train-clients", "min-evaluate-clients"):
         v = getattr(c, key.replace("-", "_"))
-        _check(1 <= v <= c.num_clients, key, v, f"expected 1..num-clients ({c.num_clients})")
+        _check(
+            1 <= v <= c.num_clients,
+            key,
+            v,
+            f"expected 1..num-clients ({c.num_clients})",
+        )
     _check(c.local_epochs >= 1, "local-epochs", c.local_epochs, "expected >= 1")
     _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
     _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
-    _check(c.optimizer in ("sgd", "adam"), "optimizer", c.optimizer, "expected sgd or adam")
+    _check(
+        c.optimizer in ("sgd", "adam"), "optimizer", c.optimizer, "expected sgd or adam"
+    )
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
     _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")
     _check(
@@ -200,9 +212,24 @@ def _validate(c: SimulationConfig) -> None:
         f"expected one of {', '.join(PARTITIONERS)}",
     )
     _check(c.alpha > 0, "alpha", c.alpha, "expected > 0")
-    _check(1 <= c.classes_per_client <= 10, "classes-per-client", c.classes_per_client, "expected 1..10")
-    _check(c.shards_per_client >= 1, "shards-per-client", c.shards_per_client, "expected >= 1")
-    _check(c.min_partition_size >= 0, "min-partition-size", c.min_partition_size, "expected >= 0")
+    _check(
+        1 <= c.classes_per_client <= 10,
+        "classes-per-client",
+        c.classes_per_client,
+        "expected 1..10",
+    )
+    _check(
+        c.shards_per_client >= 1,
+        "shards-per-client",
+        c.shards_per_client,
+        "expected >= 1",
+    )
+    _check(
+        c.min_partition_size >= 0,
+        "min-partition-size",
+        c.min_partition_size,
+        "expected >= 0",
+    )
     _check(
         0 <= c.client_test_fraction < 1,
         "client-test-fraction",
@@ -215,7 +242,12 @@ def _validate(c: SimulationConfig) -> None:
         c.strategy,
         f"expected one of {', '.join(STRATEGIES)}",
     )
-    _check(0 <= c.trim_beta < 0.5, "trim-beta", c.trim_beta, "expected 0 <= trim-beta < 0.5")
+    _check(
+        0 <= c.trim_beta < 0.5,
+        "trim-beta",
+        c.trim_beta,
+        "expected 0 <= trim-beta < 0.5",
+    )
     _check(
         0 <= c.num_malicious_clients < c.num_clients,
         "num-malicious-clients",
@@ -232,7 +264,9 @@ def _validate(c: SimulationConfig) -> None:
         _check(0 <= v < 1, key, v, "expected in [0, 1)")
 
 
-def config_from_mapping(values: Mapping[str, Any], base: SimulationConfig | None = None) -> SimulationConfig:
+def config_from_mapping(
+    values: Mapping[str, Any], base: SimulationConfig | None = None
+) -> SimulationConfig:
     """Build a config from ``{kebab-key: value}`` on top of ``base`` (defaults).
 
     Raises
@@ -245,7 +279,9 @@ def config_from_mapping(values: Mapping[str, Any], base: SimulationConfig | None
         if key not in _FIELDS:
             close = difflib.get_close_matches(key, _FIELDS, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"unknown config key {key!r}{hint} (valid keys: {', '.join(_FIELDS)})")
+            raise ConfigError(
+                f"unknown config key {key!r}{hint} (valid keys: {', '.join(_FIELDS)})"
+            )
         changes[_FIELDS[key].name] = value
     return replace(base or SimulationConfig(), **changes)
 
@@ -286,7 +322,9 @@ def load_config(
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
         nested = [k for k, v in values.items() if isinstance(v, dict)]
         if nested:
-            raise ConfigError(f"{p}: tables {nested} are not allowed; use flat kebab-case keys")
+            raise ConfigError(
+                f"{p}: tables {nested} are not allowed; use flat kebab-case keys"
+            )
     values.update(parse_overrides(overrides))
     return config_from_mapping(values)
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "TIME_COLUMNS",
     "AccuracyPlot",
     "CsvHistory",
     "History",
     "ProgressBar",
     "RoundCallback",
     "RoundRecord",
-    "TIME_COLUMNS",
     "read_history",
 ]
 
@@ -115,10 +115,13 @@ class CsvHistory:
 
 def read_history(path: Path) -> list[RoundRecord]:
     """Read a ``history.csv`` back."""
-    types = {f.name: (int if f.type == "int" else float) for f in fields(RoundRecord)}
+    types: dict[str, type[int] | type[float]] = {
+        f.name: (int if f.type == "int" else float) for f in fields(RoundRecord)
+    }
     with path.open(newline="") as f:
         return [
-            RoundRecord(**{k: types[k](v) for k, v in row.items()}) for row in csv.DictReader(f)
+            RoundRecord(**{k: types[k](v) for k, v in row.items()})  # type: ignore[arg-type]
+            for row in csv.DictReader(f)
         ]
 
 
@@ -140,7 +143,9 @@ class AccuracyPlot:
 
         r = [row.round for row in self.rows]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        ax1.plot(r, [row.test_accuracy for row in self.rows], "o-", label="central test")
+        ax1.plot(
+            r, [row.test_accuracy for row in self.rows], "o-", label="central test"
+        )
         fed = [row.fed_eval_accuracy for row in self.rows]
         if any(not math.isnan(v) for v in fed):
             ax1.plot(r, fed, "s--", label="federated eval")
@@ -164,7 +169,9 @@ class ProgressBar:
     def __init__(self, num_rounds: int, enabled: bool = True):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not enabled)
+        self.bar = tqdm(
+            total=num_rounds, desc="rounds", unit="round", disable=not enabled
+        )
 
     def on_round(self, record: RoundRecord) -> None:
         if record.round == 0:

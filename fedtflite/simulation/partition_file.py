@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import astuple
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ def save_partition(path: Path, parts: list[np.ndarray], spec: PartitionSpec) -> 
     sizes = np.array([len(p) for p in parts], np.int64)
     np.savez(
         path,
-        indices=np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64),
+        indices=np.concatenate(parts).astype(np.int64)
+        if parts
+        else np.empty(0, np.int64),
         offsets=np.concatenate([[0], np.cumsum(sizes)]),
         spec=np.array(repr(astuple(spec))),
     )
@@ -38,4 +41,4 @@ def load_partition(path: Path, spec: PartitionSpec) -> list[np.ndarray]:
         if str(f["spec"]) != repr(astuple(spec)):
             raise ConfigError(f"{path}: partition of another spec ({f['spec']})")
         indices, offsets = f["indices"], f["offsets"]
-    return [indices[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return [indices[a:b] for a, b in pairwise(offsets)]

@@ -9,8 +9,8 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fedtflite.simulation.config import SimulationConfig
@@ -86,7 +86,9 @@ def simulate(
     t0 = time.perf_counter()
     run = prepare_run(config, Path(run_dir) if run_dir else default_run_dir())
     if not run.settings.learning_rate:
-        _log.warning("%s has no set_learning_rate: learning-rate is ignored", config.model)
+        _log.warning(
+            "%s has no set_learning_rate: learning-rate is ignored", config.model
+        )
     t_ray = time.perf_counter()
     started = start_ray(config.ray_address, num_cpus=os.cpu_count())
     timings = {**run.timings, "ray": time.perf_counter() - t_ray}
@@ -104,9 +106,9 @@ def simulate(
 def _run_flower(
     run: PreparedRun, callbacks: list[RoundCallback] | None, progress: bool
 ) -> list[RoundRecord]:
+    from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
-    from flwr.app import Context
 
     from clients.client_app import app as client_app
     from server.server_app import run_server
@@ -124,13 +126,17 @@ def _run_flower(
             client_app=client_app,
             num_supernodes=run.config.num_clients,
             backend_config={
-                "client_resources": {"num_cpus": run.config.client_cpus, "num_gpus": 0.0},
+                "client_resources": {
+                    "num_cpus": run.config.client_cpus,
+                    "num_gpus": 0.0,
+                },
                 "init_args": {},
             },
         )
     if len(rows) != run.config.num_rounds + 1:
         raise RuntimeError(
-            f"simulation ended after {len(rows) - 1} of {run.config.num_rounds} rounds; "
+            f"simulation ended after {len(rows) - 1} of {run.config.num_rounds} "
+            "rounds; "
             f"see the log above (run dir {run.run_dir})"
         )
     return rows
