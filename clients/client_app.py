@@ -48,6 +48,11 @@ def train(msg: Message, context: Context) -> Message:
     data = worker.client_data(cid)
     if s.learning_rate and model.supports_learning_rate:
         model.set_learning_rate(s.learning_rate)
+    config = msg.content.config_records[records.CONFIG]
+    if records.PROXIMAL_MU in config:  # Flower's FedProx: the term runs on the device
+        mu = config[records.PROXIMAL_MU]
+        assert isinstance(mu, float | int)
+        model.set_proximal_mu(float(mu))
     fit = model.fit(
         data.train_images,
         data.train_labels,

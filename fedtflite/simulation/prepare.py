@@ -77,6 +77,7 @@ def resolve_model(config: SimulationConfig) -> bytes:
             ),
             seed=config.seed,
             batch_size=config.batch_size if config.model == "cnn" else None,
+            proximal=config.strategy == "fedprox",
         )
         return cached_model(spec)
     path = Path(config.model)
@@ -102,6 +103,12 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
         raise DataShapeError(
             f"batch-size = {config.batch_size} but {config.model} trains fixed "
             f"batches of {c.train_batch}; set batch-size = {c.train_batch}"
+        )
+    if config.strategy == "fedprox" and "set_proximal_mu" not in c.extra_signatures:
+        raise ConfigError(
+            f"strategy = 'fedprox' needs a model with a set_proximal_mu signature "
+            f"(the proximal term runs on the device); {config.model} has none: use "
+            "model = mlp or cnn, or build one with `fedtflite build ... --proximal`"
         )
     timings["model"] = time.perf_counter() - t
 

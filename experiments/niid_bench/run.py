@@ -1,0 +1,143 @@
+"""NIID-Bench's Fashion-MNIST grid on fedtflite: partitions x algorithms.
+
+Runs every cell of ``grid.toml`` (5 partitions x FedAvg, FedProx, SCAFFOLD) with
+:func:`fedtflite.sweep.run_sweep`, resumably: a finished cell is never rerun, so
+the grid can be stopped and restarted, split across sessions (``--only``,
+``--partitions``) or machines, and run on a Ray cluster (``--set
+ray-address=auto``). Then it writes the results table of ``RESULTS.md`` (between
+its ``results`` markers; the text around them is kept), next to the numbers
+NIID-Bench and Flower's ``baselines/niid_bench`` report (``reference.toml``).
+
+Examples::
+
+    python experiments/niid_bench/run.py                      # the whole grid
+    python experiments/niid_bench/run.py --only fedavg,fedprox --set client-cpus=2
+    python experiments/niid_bench/run.py --report-only        # just the table
+    python experiments/niid_bench/run.py --quick --out /tmp/q # 1 round, 1 epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from fedtflite.errors import FedTfliteError
+from fedtflite.simulation import parse_overrides
+from fedtflite.sweep import Cell, CellResult, plot_sweep, read_sweep, run_sweep
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+QUICK = {"num-rounds": 1, "local-epochs": 1}
+
+
+def load_grid(path: Path) -> tuple[dict[str, Any], list[Cell]]:
+    """Base config and cells (``<partition>-<algorithm>``) of a grid file."""
+    grid = tomllib.loads(path.read_text())
+    cells = []
+    for p_key, p in grid["partition"].items():
+        for a_key, a in grid["algorithm"].items():
+            overrides = {k: v for k, v in {**p, **a}.items() if k != "label"}
+            labels = {"partition": p["label"], "algorithm": a["label"]}
+            cells.append(Cell(f"{p_key}-{a_key}", overrides, labels))
+    return dict(grid["base"]), cells
+
+
+def _pct(value: float) -> str:
+    return "—" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
+    """Markdown: one row per partition; per algorithm ours, the paper's, Flower's."""
+    partitions = list(dict.fromkeys(r.cell.labels["partition"] for r in results))
+    algorithms = list(dict.fromkeys(r.cell.labels["algorithm"] for r in results))
+    by = {(r.cell.labels["partition"], r.cell.labels["algorithm"]): r for r in results}
+    head = ["partition"]
+    for a in algorithms:
+        head += [f"{a} fedtflite", f"{a} paper", f"{a} Flower"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in partitions:
+        row = [p]
+        for a in algorithms:
+            r = by.get((p, a))
+            if r is None:
+                ours = "—"
+            elif r.complete:
+                ours = f"**{_pct(r.final_accuracy)}**"
+            elif len(r.rounds) > 1:
+                ours = f"({_pct(r.rounds[-1].test_accuracy)} @ {len(r.rounds) - 1})"
+            else:
+                ours = "not run"
+            ref = reference.get(p, {}).get(a, {})
+            row += [ours, str(ref.get("paper", "—")), str(ref.get("flower", "—"))]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path: Path, table: str, note: str) -> None:
+    """Replace the text between the results markers of ``path`` (or create it)."""
+    block = f"{BEGIN}\n{note}\n\n{table}{END}"
+    if path.is_file() and BEGIN in (text := path.read_text()) and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        path.write_text(before + block + after)
+    else:
+        path.write_text(f"# NIID-Bench on fedtflite\n\n{block}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", type=Path, default=HERE / "grid.toml")
+    p.add_argument("--reference", type=Path, default=HERE / "reference.toml")
+    p.add_argument("--out", type=Path, default=HERE / "runs")
+    p.add_argument("--results", type=Path, default=None, help="default: RESULTS.md")
+    p.add_argument("--only", default="", help="algorithms, e.g. fedavg,fedprox")
+    p.add_argument("--partitions", default="", help="partitions, e.g. iid,dir05")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=int, default=1, help="cells at once")
+    p.add_argument("--quick", action="store_true", help="1 round of 1 epoch")
+    p.add_argument("--report-only", action="store_true", help="run nothing")
+    args = p.parse_args(argv)
+
+    base, cells = load_grid(args.grid)
+    if args.quick:
+        base.update(QUICK)
+    base.update(parse_overrides(args.set))
+    for flag, pos in ((args.partitions, 0), (args.only, 1)):
+        if flag:
+            keep = set(flag.split(","))
+            cells = [c for c in cells if c.name.split("-")[pos] in keep]
+    reference = tomllib.loads(args.reference.read_text())
+    results_path = args.results or (
+        args.out / "RESULTS.md" if args.quick else HERE / "RESULTS.md"
+    )
+    try:
+        if args.report_only:
+            results = read_sweep(base, cells, args.out)
+        else:
+            results = run_sweep(base, cells, args.out, jobs=args.jobs)
+    except FedTfliteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    settings = ", ".join(f"{k} = {v}" for k, v in base.items())
+    note = (
+        "Final centralized test accuracy (%) after the last round; **bold** = the "
+        "cell ran with full settings, (acc @ r) = stopped after round r. "
+        f"Settings: {settings}."
+    )
+    write_results(results_path, results_table(results, reference), note)
+    plot_sweep(
+        results,
+        results_path.with_name("accuracy.png"),
+        panel_axis="partition",
+        title="NIID-Bench Fashion-MNIST on fedtflite",
+    )
+    print(f"wrote {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
