@@ -1,27 +1,45 @@
 """The Flower ClientApp: every simulated client runs the `.tflite` through LiteRT.
 
-Train message: ``restore`` the global arrays, train ``local-epochs`` over the
-client's shard, reply with ``parameters`` as one ArrayRecord and one MetricRecord
-(``num-examples``, ``train-loss``, ``compute-seconds``). Evaluate message:
-``restore``, ``infer`` on the client's local test split, reply with
-``eval-loss``, ``eval-accuracy``, ``num-examples``.
+A message carries a cohort of simulated clients (:mod:`fedtflite.simulation.
+records`); this process runs them one after another on its one interpreter.
 
-Which simulated client a message is for comes from the message
-(:data:`~fedtflite.simulation.records.CLIENT_ID`, chosen by the server's seeded
-sampler), so the result never depends on which Flower node or Ray worker ran it.
-A client whose training ends in a non-finite loss or weights raises, so Flower
-sends an error reply and counts a failure: NaNs never reach the aggregate.
+Train, per client: ``restore`` the global arrays, train ``local-epochs`` over
+the client's shard, read ``parameters``. The reply holds every client's weights
+as one ArrayRecord and one MetricRecord (``num-examples``, ``train-loss``,
+``compute-seconds``) or, when the strategy only needs their example-weighted
+mean, the cohort's mean and summed ``num-examples``. Evaluate, per client:
+``restore``, ``infer`` on the client's local test split (``eval-loss``,
+``eval-accuracy``, ``num-examples``), pre-aggregated the same way.
+
+Which simulated clients a message is for comes from the message (chosen by the
+server's seeded sampler), so results never depend on which Flower node or Ray
+worker ran them. A client whose training fails (a non-finite loss or weights,
+data that do not fit) is reported in the reply's status and left out of its
+cohort's update: NaNs never reach the aggregate, and the rest of the cohort
+still counts.
 """
 
 from __future__ import annotations
 
-import time
+import functools
+import os
 
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
-from clients.worker import Worker, get_worker
+from clients.worker import ClientUpdate, Worker, get_worker
+from fedtflite.errors import FedTfliteError, WeightsMismatchError
 from fedtflite.simulation import records
+from fedtflite.simulation.cohorts import WeightedMean
 from fedtflite.simulation.settings import ClientSettings
 
 __all__ = ["app"]
@@ -29,68 +47,159 @@ __all__ = ["app"]
 app = ClientApp()
 
 
-def _restore(msg: Message) -> tuple[Worker, int, int]:
+@functools.cache
+def _worker_id() -> str:
+    """``<ray node id>:<pid>`` of this process (hostname outside Ray)."""
+    node = ""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id() or ""
+    except ImportError:  # pragma: no cover - Flower's simulation needs Ray
+        pass
+    if not node:
+        node = os.uname().nodename
+    return f"{node}:{os.getpid()}"
+
+
+def _arrays(record: ArrayRecord, names: list[str], what: str) -> list[np.ndarray]:
+    missing = [n for n in names if n not in record]
+    if missing:
+        raise WeightsMismatchError(
+            f"{what} lacks {missing}; the model's parameters are {names}"
+        )
+    return [record[n].numpy() for n in names]
+
+
+def _setup(msg: Message) -> tuple[Worker, ConfigRecord, list[int], list[np.ndarray]]:
     config = msg.content.config_records[records.CONFIG]
     worker = get_worker(ClientSettings.from_config(config))
-    arrays = msg.content.array_records[records.ARRAYS]
-    worker.model.restore([arrays[name].numpy() for name in arrays])
-    cid, server_round = config[records.CLIENT_ID], config["server-round"]
-    assert isinstance(cid, int) and isinstance(server_round, int)
-    return worker, cid, server_round
+    names = [p.name for p in worker.model.contract.parameters]
+    weights = _arrays(msg.content.array_records[records.ARRAYS], names, "message")
+    cohort = config[records.COHORT]
+    assert isinstance(cohort, list)
+    return worker, config, [int(c) for c in cohort], weights
+
+
+def _status(
+    ok: list[int], failed: list[int], errors: list[str], seconds: float
+) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            records.OK: ok,
+            records.FAILED: failed,
+            records.ERRORS: errors,
+            records.TOTAL_COMPUTE_SECONDS: seconds,
+            records.WORKER: _worker_id(),
+        }
+    )
+
+
+def _update_arrays(update: ClientUpdate, names: list[str]) -> ArrayRecord:
+    arrays = {n: Array(w) for n, w in zip(names, update.weights, strict=True)}
+    if update.control_delta is not None:
+        for n, d in zip(names, update.control_delta, strict=True):
+            arrays[records.CONTROL_DELTA_PREFIX + n] = Array(d)
+    return ArrayRecord(array_dict=arrays)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Local training of one simulated client."""
-    start = time.perf_counter()
-    worker, cid, server_round = _restore(msg)
-    model, s = worker.model, worker.settings
-    data = worker.client_data(cid)
-    if s.learning_rate and model.supports_learning_rate:
-        model.set_learning_rate(s.learning_rate)
-    config = msg.content.config_records[records.CONFIG]
-    if records.PROXIMAL_MU in config:  # Flower's FedProx: the term runs on the device
-        mu = config[records.PROXIMAL_MU]
-        assert isinstance(mu, float | int)
-        model.set_proximal_mu(float(mu))
-    fit = model.fit(
-        data.train_images,
-        data.train_labels,
-        epochs=s.local_epochs,
-        batch_size=s.batch_size,
-        rng=worker.rng(cid, server_round),
-    )
-    weights = model.parameters(check_finite=True)
-    seconds = time.perf_counter() - start
-    names = [p.name for p in model.contract.parameters]
-    arrays = ArrayRecord(
-        array_dict={n: Array(w) for n, w in zip(names, weights, strict=True)}
-    )
-    metrics = MetricRecord(
-        {
-            records.NUM_EXAMPLES: fit.num_examples,
-            records.TRAIN_LOSS: fit.loss,
-            records.COMPUTE_SECONDS: seconds,
-        }
-    )
-    content = RecordDict({records.ARRAYS: arrays, records.METRICS: metrics})
+    """Local training of every simulated client of the message's cohort."""
+    worker, config, cohort, global_weights = _setup(msg)
+    names = [p.name for p in worker.model.contract.parameters]
+    server_round = config["server-round"]
+    assert isinstance(server_round, int)
+    mu = config.get(records.PROXIMAL_MU)  # Flower's FedProx: the term runs on device
+    proximal_mu = float(mu) if isinstance(mu, int | float) else None
+    control = None
+    if records.CONTROL in msg.content.array_records:  # SCAFFOLD
+        control = _arrays(msg.content.array_records[records.CONTROL], names, "control")
+    per_client = bool(config.get(records.PER_CLIENT, 1))
+
+    content = RecordDict()
+    mean, loss, seconds = WeightedMean(), WeightedMean(), WeightedMean()
+    ok: list[int] = []
+    failed: list[int] = []
+    errors: list[str] = []
+    total_seconds = 0.0
+    for cid in cohort:
+        try:
+            u = worker.train(
+                cid,
+                server_round,
+                global_weights,
+                proximal_mu=proximal_mu,
+                control=control,
+            )
+        except FedTfliteError as e:
+            failed.append(cid)
+            errors.append(f"client {cid}: {e}")
+            continue
+        ok.append(cid)
+        total_seconds += u.seconds
+        if per_client:
+            content[records.client_key(records.ARRAYS, cid)] = _update_arrays(u, names)
+            content[records.client_key(records.METRICS, cid)] = MetricRecord(
+                {
+                    records.NUM_EXAMPLES: u.num_examples,
+                    records.TRAIN_LOSS: u.loss,
+                    records.COMPUTE_SECONDS: u.seconds,
+                }
+            )
+        else:
+            mean.add(u.weights, u.num_examples)
+            loss.add([np.array(u.loss)], u.num_examples)
+            seconds.add([np.array(u.seconds)], u.num_examples)
+    if ok and not per_client:
+        content[records.ARRAYS] = ArrayRecord(
+            array_dict={n: Array(w) for n, w in zip(names, mean.mean(), strict=True)}
+        )
+        content[records.METRICS] = MetricRecord(
+            {
+                records.NUM_EXAMPLES: int(mean.total_weight),
+                records.TRAIN_LOSS: float(loss.mean()[0]),
+                records.COMPUTE_SECONDS: float(seconds.mean()[0]),
+            }
+        )
+    content[records.STATUS] = _status(ok, failed, errors, total_seconds)
     return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Federated evaluation of the global weights on one client's local test split."""
-    start = time.perf_counter()
-    worker, cid, _ = _restore(msg)
-    data = worker.client_data(cid)
-    result = worker.model.evaluate(data.test_images, data.test_labels)
-    empty = result.num_examples == 0  # weight 0: must not put NaN into the mean
-    metrics = MetricRecord(
-        {
-            records.NUM_EXAMPLES: result.num_examples,
-            records.EVAL_LOSS: 0.0 if empty else result.loss,
-            records.EVAL_ACCURACY: 0.0 if empty else result.accuracy,
-            records.COMPUTE_SECONDS: time.perf_counter() - start,
-        }
-    )
-    return Message(content=RecordDict({records.METRICS: metrics}), reply_to=msg)
+    """Federated evaluation of the global weights on the cohort's local test splits.
+
+    Always pre-aggregated: every Flower strategy averages evaluation metrics
+    weighted by ``num-examples``. Clients without test examples weigh 0.
+    """
+    worker, _, cohort, global_weights = _setup(msg)
+    n_total, loss_sum, correct, total_seconds = 0, 0.0, 0.0, 0.0
+    ok: list[int] = []
+    failed: list[int] = []
+    errors: list[str] = []
+    for cid in cohort:
+        try:
+            r = worker.evaluate(cid, global_weights)
+        except FedTfliteError as e:
+            failed.append(cid)
+            errors.append(f"client {cid}: {e}")
+            continue
+        ok.append(cid)
+        total_seconds += r.seconds
+        if r.num_examples:
+            n_total += r.num_examples
+            loss_sum += r.loss * r.num_examples
+            correct += r.accuracy * r.num_examples
+    content = RecordDict({records.STATUS: _status(ok, failed, errors, total_seconds)})
+    if ok:
+        content[records.METRICS] = MetricRecord(
+            {
+                records.NUM_EXAMPLES: n_total,
+                records.EVAL_LOSS: loss_sum / n_total if n_total else 0.0,
+                records.EVAL_ACCURACY: correct / n_total if n_total else 0.0,
+                records.COMPUTE_SECONDS: total_seconds / len(ok),
+            }
+        )
+    return Message(content=content, reply_to=msg)

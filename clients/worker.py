@@ -1,7 +1,10 @@
-"""Per-process state of a Flower worker: one interpreter, the data, the partition.
+"""Per-process state of a Flower worker, and what one simulated client does.
 
-Built on the first message a process handles and reused by every later one
-(keyed by the model's digest and the partition), never rebuilt per message.
+A :class:`Worker` (one interpreter, the training images, the partition) is built
+on the first message a process handles and reused by every later one (keyed by
+the run's settings, which include the model's digest), never rebuilt per
+message. :meth:`Worker.train` and :meth:`Worker.evaluate` run one simulated
+client on it; ``restore`` first, so nothing of the previous client survives.
 Nothing here imports TensorFlow.
 """
 
@@ -9,6 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,21 +22,47 @@ import numpy as np
 
 from fedtflite.data import load_fashion_mnist, partition_indices, split_local_test
 from fedtflite.errors import ConfigError, ModelFileError
-from fedtflite.runtime import ClientModel
+from fedtflite.runtime import ClientModel, EvalResult
+from fedtflite.scaffold import scaffold_client_update
 from fedtflite.simulation.partition_file import load_partition
 from fedtflite.simulation.settings import ClientSettings
 
-__all__ = ["ClientData", "Worker", "get_worker"]
+__all__ = ["ClientData", "ClientUpdate", "Worker", "get_worker"]
 
 
 @dataclass(frozen=True)
 class ClientData:
-    """One simulated client's local data (views into the shared arrays)."""
+    """One simulated client's local data (copies gathered from the shared arrays)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What one client's local training produced.
+
+    Attributes
+    ----------
+    weights : list of np.ndarray
+        ``parameters`` after training, in the model's order.
+    control_delta : list of np.ndarray or None
+        SCAFFOLD's ``c_i+ - c_i``; None without SCAFFOLD.
+    num_examples : int
+        Local training examples.
+    loss : float
+        Mean training loss.
+    seconds : float
+        On-device seconds: restore, knobs, train steps, parameters.
+    """
+
+    weights: list[np.ndarray]
+    control_delta: list[np.ndarray] | None
+    num_examples: int
+    loss: float
+    seconds: float
 
 
 class Worker:
@@ -43,7 +75,7 @@ class Worker:
         except OSError:
             raise ModelFileError(
                 f"{path}: model file not readable on this node; every Ray node needs "
-                "the run directory (shared filesystem) or the same path"
+                "the run directory at the same path (shared filesystem)"
             ) from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != settings.model_sha256:
@@ -81,6 +113,96 @@ class Worker:
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
         """A client's shuffling stream in a round, from ``(seed, round, client)``."""
         return np.random.default_rng([self.settings.seed, server_round, client_id])
+
+    def train(
+        self,
+        client_id: int,
+        server_round: int,
+        global_weights: Sequence[np.ndarray],
+        *,
+        proximal_mu: float | None = None,
+        control: Sequence[np.ndarray] | None = None,
+    ) -> ClientUpdate:
+        """Local training of one client from the global weights.
+
+        Parameters
+        ----------
+        client_id, server_round : int
+            Which client, which round (they seed the shuffling).
+        global_weights : sequence of np.ndarray
+            What ``restore`` loads.
+        proximal_mu : float, optional
+            FedProx's ``mu`` for the model's proximal term.
+        control : sequence of np.ndarray, optional
+            SCAFFOLD's global control variate ``c``; the client's own ``c_i``
+            comes from (and goes back to) its file under ``state_dir``.
+
+        Raises
+        ------
+        FedTfliteError
+            Bad data or model, a non-finite loss or weights.
+        """
+        model, s = self.model, self.settings
+        data = self.client_data(client_id)
+        start = time.perf_counter()
+        model.restore(global_weights)
+        if s.learning_rate and model.supports_learning_rate:
+            model.set_learning_rate(s.learning_rate)
+        if proximal_mu is not None:
+            model.set_proximal_mu(proximal_mu)
+        c_i = None
+        if control is not None:
+            c_i = _load_state(self._state_path(client_id), control)
+            model.set_correction([c - ci for c, ci in zip(control, c_i, strict=True)])
+        fit = model.fit(
+            data.train_images,
+            data.train_labels,
+            epochs=s.local_epochs,
+            batch_size=s.batch_size,
+            rng=self.rng(client_id, server_round),
+        )
+        weights = model.parameters(check_finite=True)
+        seconds = time.perf_counter() - start
+        delta = None
+        if control is not None and c_i is not None:
+            c_new, delta = scaffold_client_update(
+                c_i, control, global_weights, weights, fit.num_steps, s.learning_rate
+            )
+            _save_state(self._state_path(client_id), c_new)
+        return ClientUpdate(weights, delta, fit.num_examples, fit.loss, seconds)
+
+    def evaluate(
+        self, client_id: int, global_weights: Sequence[np.ndarray]
+    ) -> EvalResult:
+        """Loss and accuracy of the global weights on one client's local test split."""
+        data = self.client_data(client_id)
+        start = time.perf_counter()
+        self.model.restore(global_weights)
+        result = self.model.evaluate(data.test_images, data.test_labels)
+        return EvalResult(
+            result.num_examples,
+            result.loss,
+            result.accuracy,
+            time.perf_counter() - start,
+        )
+
+    def _state_path(self, client_id: int) -> Path:
+        return Path(self.settings.state_dir) / f"client_{client_id}.npz"
+
+
+def _load_state(path: Path, like: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A client's stored arrays, or zeros like ``like`` before its first round."""
+    if not path.is_file():
+        return [np.zeros_like(a) for a in like]
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(like))]
+
+
+def _save_state(path: Path, arrays: Sequence[np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, *arrays)
+    tmp.replace(path)  # atomic: a crashed write never leaves half a file
 
 
 @functools.lru_cache(maxsize=2)

@@ -40,6 +40,7 @@ STRATEGIES = (
     "fedtrimmedavg",
     "krum",
     "qfedavg",
+    "scaffold",
 )
 PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "quantity")
 
@@ -81,7 +82,8 @@ class SimulationConfig:
     client_test_fraction : float
         Share of each client's examples kept as its local test split.
     strategy : str
-        One of :data:`STRATEGIES` (Flower's own implementations).
+        One of :data:`STRATEGIES`: Flower's own implementations, and
+        ``scaffold`` (:mod:`server.scaffold`; Flower ships none).
     server_learning_rate, server_momentum : float
         ``fedavgm``.
     eta, eta_l, beta_1, beta_2, tau : float
@@ -100,6 +102,10 @@ class SimulationConfig:
         "" starts a local Ray; "auto" or "host:port" joins a cluster.
     client_cpus : float
         CPUs per Flower client actor (``client-cpus``); 1 = one actor per core.
+    cohort_size : int
+        Most simulated clients per Flower message (``cohort-size``); 0 (the
+        default) splits each round's clients evenly over the workers, 1 sends
+        one message per client. See :mod:`fedtflite.simulation.cohorts`.
     data_dir : str
         Fashion-MNIST directory; "" uses the look-up order of
         :func:`fedtflite.data.find_data_dir`.
@@ -139,6 +145,7 @@ class SimulationConfig:
     seed: int = 0
     ray_address: str = ""
     client_cpus: float = 1.0
+    cohort_size: int = 0
     data_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -256,6 +263,13 @@ def _validate(c: SimulationConfig) -> None:
     )
     _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, "expected >= 0")
     _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
+    _check(c.cohort_size >= 0, "cohort-size", c.cohort_size, "expected >= 0")
+    _check(
+        c.fraction_evaluate == 0 or c.client_test_fraction > 0,
+        "fraction-evaluate",
+        c.fraction_evaluate,
+        "expected 0 when client-test-fraction = 0 (clients hold no test split)",
+    )
     for key in ("eta", "eta-l", "tau", "server-learning-rate"):
         v = getattr(c, key.replace("-", "_"))
         _check(v > 0, key, v, "expected > 0")

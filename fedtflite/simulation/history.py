@@ -39,13 +39,18 @@ class RoundRecord:
         Example-weighted federated evaluation on the sampled clients' local
         test splits (NaN when disabled).
     clients_sampled, clients_ok, clients_failed : int
-        Training messages sent, successful replies, error replies.
+        Simulated clients sampled for training, that succeeded, that failed.
+    messages : int
+        Flower messages sent (train + evaluate); a message carries a cohort of
+        clients (:mod:`fedtflite.simulation.cohorts`).
     seconds : float
         Wall time of the round (training, federated and central evaluation).
     client_compute_seconds : float
-        Example-weighted mean on-device seconds of a training client.
+        Total on-device seconds of the round's training clients (restore,
+        train steps, parameters), summed over clients.
     bytes_down, bytes_up : int
-        Weight bytes sent to clients (train + evaluate) and received back.
+        Weight bytes a real deployment would send to the sampled clients (train +
+        evaluate) and receive from the successful ones.
     """
 
     round: int
@@ -57,6 +62,7 @@ class RoundRecord:
     clients_sampled: int
     clients_ok: int
     clients_failed: int
+    messages: int
     seconds: float
     client_compute_seconds: float
     bytes_down: int

@@ -78,12 +78,37 @@ def resolve_model(config: SimulationConfig) -> bytes:
             seed=config.seed,
             batch_size=config.batch_size if config.model == "cnn" else None,
             proximal=config.strategy == "fedprox",
+            scaffold=config.strategy == "scaffold",
         )
         return cached_model(spec)
     path = Path(config.model)
     if not path.is_file():
         raise ConfigError(f"model = {config.model!r}: no such file (or use mlp, cnn)")
     return path.read_bytes()
+
+
+_ON_DEVICE = {
+    "fedprox": ("set_proximal_mu", "--proximal"),
+    "scaffold": ("set_correction", "--scaffold"),
+}
+
+
+def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) -> None:
+    """FedProx and SCAFFOLD run inside the model: it needs their signatures."""
+    if config.strategy not in _ON_DEVICE:
+        return
+    signature, flag = _ON_DEVICE[config.strategy]
+    if signature not in model.contract.extra_signatures:
+        raise ConfigError(
+            f"strategy = {config.strategy!r} runs on the device and needs a model "
+            f"with a {signature} signature; {config.model} has none: use model = "
+            f"mlp or cnn, or build one with `fedtflite build ... {flag}`"
+        )
+    if config.strategy == "scaffold" and not model.supports_learning_rate:
+        raise ConfigError(
+            f"strategy = 'scaffold' needs the model's learning rate "
+            f"(set_learning_rate); {config.model} has none"
+        )
 
 
 def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
@@ -104,12 +129,7 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
             f"batch-size = {config.batch_size} but {config.model} trains fixed "
             f"batches of {c.train_batch}; set batch-size = {c.train_batch}"
         )
-    if config.strategy == "fedprox" and "set_proximal_mu" not in c.extra_signatures:
-        raise ConfigError(
-            f"strategy = 'fedprox' needs a model with a set_proximal_mu signature "
-            f"(the proximal term runs on the device); {config.model} has none: use "
-            "model = mlp or cnn, or build one with `fedtflite build ... --proximal`"
-        )
+    _check_algorithm_signatures(config, model)
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -155,5 +175,6 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
+        state_dir=str(run_dir / "client_state"),
     )
     return PreparedRun(config, run_dir, settings, timings)

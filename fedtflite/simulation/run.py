@@ -6,6 +6,7 @@ The Python API research scripts use; ``fedtflite simulate`` is a thin layer on i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -13,11 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fedtflite.simulation.cohorts import flower_sample_size
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
 
-__all__ = ["simulate", "start_ray"]
+__all__ = ["federation_size", "simulate", "start_ray"]
 
 _log = logging.getLogger("fedtflite")
 
@@ -103,6 +105,36 @@ def simulate(
     return History(tuple(rows), run.run_dir)
 
 
+def _ray_workers(config: SimulationConfig) -> int:
+    import ray
+
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    cpus = float(resources.get("CPU", 1.0))
+    return max(1, int(cpus // config.client_cpus))
+
+
+def federation_size(config: SimulationConfig, workers: int) -> int:
+    """Flower nodes to simulate: enough that a round's messages go out at once.
+
+    Flower's simulation engine hands each node one message per poll (0.1 s), so
+    the federation has one node per message of the largest phase: one per
+    worker (Ray actor) with automatic cohorts, more with a fixed ``cohort-size``.
+    Nodes are only addresses; which simulated client a message is for travels in
+    the message.
+    """
+    if not config.cohort_size:
+        return workers
+    sampled = max(
+        flower_sample_size(
+            config.num_clients, config.fraction_train, config.min_train_clients
+        ),
+        flower_sample_size(
+            config.num_clients, config.fraction_evaluate, config.min_evaluate_clients
+        ),
+    )
+    return max(workers, math.ceil(sampled / config.cohort_size))
+
+
 def _run_flower(
     run: PreparedRun, callbacks: list[RoundCallback] | None, progress: bool
 ) -> list[RoundRecord]:
@@ -124,7 +156,7 @@ def _run_flower(
         run_simulation(
             server_app=server_app,
             client_app=client_app,
-            num_supernodes=run.config.num_clients,
+            num_supernodes=federation_size(run.config, _ray_workers(run.config)),
             backend_config={
                 "client_resources": {
                     "num_cpus": run.config.client_cpus,

@@ -43,6 +43,9 @@ class ClientSettings:
         Local training.
     learning_rate : float
         Set through ``set_learning_rate`` when the model has it; 0 = leave as built.
+    state_dir : str
+        Where clients keep what a phone would keep between rounds (SCAFFOLD's
+        control variate), one file per client id.
     """
 
     model_path: str
@@ -60,6 +63,7 @@ class ClientSettings:
     local_epochs: int
     batch_size: int
     learning_rate: float
+    state_dir: str
 
     def partition_spec(self) -> PartitionSpec:
         """The partition these settings describe."""

@@ -1,0 +1,139 @@
+"""Cohorts: many simulated clients per Flower message, the arithmetic (pure).
+
+A simulated client's on-device work is about a millisecond, a Flower message
+about ten. So a round's sampled clients travel in *cohorts*: one message carries
+the ids of several clients, the worker runs them back to back on its one
+interpreter (``restore`` makes the model each client's in turn), and the reply
+carries either every client's update or, for strategies whose aggregate is an
+example-weighted mean, the cohort's exactly pre-aggregated weighted mean with the
+cohort's example count as its weight (pfl-research's "simulate many users per
+worker, reduce once"). Which clients a round reaches never depends on how they
+are grouped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "PRE_AGGREGATED",
+    "WeightedMean",
+    "flower_sample_size",
+    "sample_clients",
+    "split_cohorts",
+]
+
+PRE_AGGREGATED = frozenset(
+    {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
+)
+"""Strategies whose ``aggregate_train`` is Flower's example-weighted mean of the
+replies (FedAvgM and the FedOpt family then apply a server optimizer to it), so a
+cohort's weighted mean with its summed weight aggregates exactly like its
+clients' individual replies. The others (median, trimmed mean, Krum, q-FFL,
+SCAFFOLD) get one update per client."""
+
+
+def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:
+    """How many clients Flower's ``FedAvg`` samples per round.
+
+    Flower's rule (``configure_train`` / ``configure_evaluate``):
+    ``max(int(num_clients * fraction), minimum)``, and 0 when ``fraction`` is 0.
+    Used only to size the federation; the strategy itself decides each round.
+    """
+    if fraction == 0:
+        return 0
+    return min(max(int(num_clients * fraction), minimum), num_clients)
+
+
+def sample_clients(
+    seed: int, server_round: int, phase: int, num_clients: int, k: int
+) -> np.ndarray:
+    """``k`` distinct client ids drawn uniformly from ``0..num_clients-1``, sorted.
+
+    The stream is ``numpy.random.default_rng([seed, server_round, phase])``, so a
+    round's sample depends on the seed, the round and the phase (0 = train,
+    1 = evaluate) only.
+
+    Raises
+    ------
+    ValueError
+        ``k`` outside ``0..num_clients``.
+    """
+    if not 0 <= k <= num_clients:
+        raise ValueError(f"cannot sample {k} of {num_clients} clients")
+    rng = np.random.default_rng([seed, server_round, phase])
+    return np.sort(rng.choice(num_clients, size=k, replace=False))
+
+
+def split_cohorts(
+    client_ids: Sequence[int], cohort_size: int, num_nodes: int
+) -> list[list[int]]:
+    """Group a round's clients into cohorts (one Flower message each).
+
+    Parameters
+    ----------
+    client_ids : sequence of int
+        The round's clients, in order.
+    cohort_size : int
+        Most clients per message; 0 means one message per node, sizes as equal
+        as possible.
+    num_nodes : int
+        Flower nodes (worker lanes) of the federation, >= 1.
+
+    Returns
+    -------
+    list of list of int
+        Consecutive, non-empty groups that together are ``client_ids`` in order.
+    """
+    n = len(client_ids)
+    if n == 0:
+        return []
+    size = cohort_size if cohort_size > 0 else math.ceil(n / max(num_nodes, 1))
+    num = math.ceil(n / size)
+    bounds = np.linspace(0, n, num + 1).round().astype(int)
+    ids = [int(c) for c in client_ids]
+    return [ids[a:b] for a, b in itertools.pairwise(bounds.tolist())]
+
+
+class WeightedMean:
+    """Running example-weighted mean of lists of arrays (float64 accumulator).
+
+    ``add(arrays, w)`` for each client, then ``mean()`` gives
+    ``sum_i w_i arrays_i / sum_i w_i`` in each array's own dtype.
+    """
+
+    def __init__(self) -> None:
+        self._sum: list[np.ndarray] | None = None
+        self._dtypes: list[np.dtype[np.generic]] = []
+        self.total_weight = 0.0
+        self.count = 0
+
+    def add(self, arrays: Sequence[np.ndarray], weight: float) -> None:
+        """Add one client's arrays with weight ``weight`` (> 0)."""
+        if self._sum is None:
+            self._sum = [np.asarray(a, np.float64) * weight for a in arrays]
+            self._dtypes = [np.asarray(a).dtype for a in arrays]
+        else:
+            for acc, a in zip(self._sum, arrays, strict=True):
+                acc += np.asarray(a, np.float64) * weight
+        self.total_weight += weight
+        self.count += 1
+
+    def mean(self) -> list[np.ndarray]:
+        """The weighted mean.
+
+        Raises
+        ------
+        ValueError
+            Nothing was added, or the weights sum to zero.
+        """
+        if self._sum is None or self.total_weight <= 0:
+            raise ValueError("weighted mean of nothing")
+        return [
+            (acc / self.total_weight).astype(dt)
+            for acc, dt in zip(self._sum, self._dtypes, strict=True)
+        ]

@@ -1,0 +1,273 @@
+"""Seeded client sampling and cohort messages around any Flower strategy.
+
+:class:`CohortSampling` is a mixin placed before a Flower strategy class. It
+changes how a round's clients are *reached*, never how they are aggregated:
+
+- **How many.** Flower's own ``configure_train`` / ``configure_evaluate`` run
+  against a view of the federation with one node per simulated client
+  (``num-clients``), so ``fraction-*`` and ``min-*-clients`` mean what they mean
+  in Flower, and strategy-specific config (FedProx's ``proximal-mu``, ...) is
+  kept.
+- **Which.** That many clients drawn uniformly without replacement from
+  ``np.random.default_rng([seed, round, phase])`` (Flower samples with the
+  unseeded global ``random``), so a run depends on its seed only.
+- **How they travel.** The sample is split into cohorts
+  (:func:`~fedtflite.simulation.cohorts.split_cohorts`), one message per cohort
+  to the federation's nodes in turn. Each reply is unpacked into what Flower's
+  strategy expects (:mod:`fedtflite.simulation.records`): one reply per client,
+  or for strategies in :data:`~fedtflite.simulation.cohorts.PRE_AGGREGATED` one
+  pre-aggregated reply per cohort weighted by its examples (the same weighted
+  mean), and one error reply per failed client.
+
+Failed clients: a client whose training fails (non-finite loss or weights, data
+that do not fit) is reported by its cohort and left out of the aggregate, and
+only it; a cohort whose whole message failed (its worker crashed) loses all its
+clients. A round in which every client failed keeps the previous global weights.
+The history counts failed clients in ``clients_failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+
+from fedtflite.simulation import records
+from fedtflite.simulation.cohorts import sample_clients, split_cohorts
+
+__all__ = ["CohortSampling", "RoundStats"]
+
+_log = logging.getLogger("fedtflite")
+_TRAIN, _EVALUATE = 0, 1
+
+
+@dataclass
+class RoundStats:
+    """What the strategy saw in one round (filled as the round runs).
+
+    Traffic is counted per simulated client, as a real deployment would send
+    it: the weights (plus SCAFFOLD's control variate) down to every sampled
+    client, and each successful client's reply up.
+    """
+
+    clients_sampled: int = 0
+    clients_ok: int = 0
+    clients_failed: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    messages: int = 0
+    compute_seconds: float = 0.0
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    eval_clients: int = 0
+    eval_failed: int = 0
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    workers: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class _VirtualGrid:
+    """What Flower's sampling sees: one node per simulated client."""
+
+    def __init__(self, num_clients: int):
+        self._ids = range(num_clients)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._ids
+
+
+def _record_bytes(content: RecordDict) -> int:
+    return sum(int(r.count_bytes()) for r in content.array_records.values())
+
+
+def _scalars(metrics: MetricRecord | None) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)
+    }
+
+
+def _ids(status: ConfigRecord, key: str) -> list[int]:
+    value = status.get(key, [])
+    return [int(v) for v in value] if isinstance(value, list) else []
+
+
+class CohortSampling:
+    """Mixin placed before a Flower strategy class (see the module docstring).
+
+    Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
+    ``num_clients``, ``cohort_size`` (0 = one cohort per node), ``per_client``
+    (reply every client's update instead of a pre-aggregated cohort), ``stats``.
+    """
+
+    seed: int
+    num_clients: int
+    cohort_size: int
+    per_client: bool
+    stats: dict[int, RoundStats]
+
+    def _round(self, server_round: int) -> RoundStats:
+        return self.stats.setdefault(server_round, RoundStats())
+
+    def _cohort_messages(
+        self,
+        template: Sequence[Message],
+        server_round: int,
+        grid: Grid,
+        phase: int,
+    ) -> list[Message]:
+        if not template:
+            return []
+        nodes = sorted(grid.get_node_ids())
+        chosen = sample_clients(
+            self.seed, server_round, phase, self.num_clients, len(template)
+        )
+        content = template[0].content
+        message_type = template[0].metadata.message_type
+        out = []
+        for k, cohort in enumerate(
+            split_cohorts(chosen.tolist(), self.cohort_size, len(nodes))
+        ):
+            config = ConfigRecord(dict(content.config_records[records.CONFIG]))
+            config[records.COHORT] = cohort
+            config[records.PER_CLIENT] = int(self.per_client)
+            rd = RecordDict({k: v for k, v in content.items() if k != records.CONFIG})
+            rd[records.CONFIG] = config
+            out.append(
+                Message(
+                    content=rd,
+                    message_type=message_type,
+                    dst_node_id=nodes[k % len(nodes)],
+                )
+            )
+        return out
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's configure_train, sent as cohorts of seeded-sampled clients."""
+        template = list(
+            super().configure_train(  # type: ignore[misc]
+                server_round, arrays, config, _VirtualGrid(self.num_clients)
+            )
+        )
+        out = self._cohort_messages(template, server_round, grid, _TRAIN)
+        s = self._round(server_round)
+        s.clients_sampled = len(template)
+        s.messages += len(out)
+        if template:
+            s.bytes_down += len(template) * _record_bytes(template[0].content)
+        return out
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's configure_evaluate, sent as cohorts of seeded-sampled clients."""
+        template = list(
+            super().configure_evaluate(  # type: ignore[misc]
+                server_round, arrays, config, _VirtualGrid(self.num_clients)
+            )
+        )
+        out = self._cohort_messages(template, server_round, grid, _EVALUATE)
+        s = self._round(server_round)
+        s.eval_clients = len(template)
+        s.messages += len(out)
+        if template:
+            s.bytes_down += len(template) * _record_bytes(template[0].content)
+        return out
+
+    def _unpack(
+        self, replies: Iterable[Message], s: RoundStats, *, train: bool
+    ) -> tuple[list[Message], int]:
+        """Per-client (or pre-aggregated) replies in client order, and #ok clients."""
+        keyed: list[tuple[int, Message]] = []
+        ok_total = 0
+        for reply in replies:
+            if reply.has_error():
+                s.errors.append(f"a cohort failed: {reply.error.reason}")
+                continue
+            status = reply.content.config_records.get(records.STATUS, ConfigRecord())
+            ok, failed = _ids(status, records.OK), _ids(status, records.FAILED)
+            errors = status.get(records.ERRORS, [])
+            reasons = errors if isinstance(errors, list) else []
+            ok_total += len(ok)
+            worker = str(status.get(records.WORKER, "?"))
+            s.workers[worker] = s.workers.get(worker, 0) + len(ok) + len(failed)
+            if train:
+                seconds = status.get(records.TOTAL_COMPUTE_SECONDS, 0.0)
+                s.compute_seconds += float(seconds) if isinstance(seconds, float) else 0
+            for cid, reason in zip(failed, reasons, strict=False):
+                s.errors.append(str(reason))
+                error = Error(
+                    code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(reason)
+                )
+                keyed.append((cid, Message(error, reply_to=reply)))
+            content = reply.content
+            if records.METRICS in content.metric_records:  # one pre-aggregated reply
+                if ok:
+                    rd = RecordDict({records.METRICS: content[records.METRICS]})
+                    if train:
+                        rd[records.ARRAYS] = content[records.ARRAYS]
+                        s.bytes_up += len(ok) * _record_bytes(rd)
+                    keyed.append((ok[0], Message(rd, reply_to=reply)))
+                continue
+            for cid in ok:
+                rd = RecordDict(
+                    {records.METRICS: content[records.client_key(records.METRICS, cid)]}
+                )
+                if train:
+                    rd[records.ARRAYS] = content[
+                        records.client_key(records.ARRAYS, cid)
+                    ]
+                    s.bytes_up += _record_bytes(rd)
+                keyed.append((cid, Message(rd, reply_to=reply)))
+        keyed.sort(key=lambda item: item[0])  # aggregation order = client order
+        return [m for _, m in keyed], ok_total
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's aggregate_train on the unpacked replies."""
+        s = self._round(server_round)
+        unpacked, ok = self._unpack(replies, s, train=True)
+        s.clients_ok, s.clients_failed = ok, s.clients_sampled - ok
+        if s.errors:
+            _log.warning(
+                "round %d: %d of %d clients failed; first: %s",
+                server_round,
+                s.clients_failed,
+                s.clients_sampled,
+                s.errors[0],
+            )
+        arrays: ArrayRecord | None
+        metrics: MetricRecord | None
+        arrays, metrics = super().aggregate_train(server_round, unpacked)  # type: ignore[misc]
+        s.train_metrics = _scalars(metrics)
+        return arrays, metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Flower's aggregate_evaluate on the unpacked replies with test examples."""
+        s = self._round(server_round)
+        unpacked, ok = self._unpack(replies, s, train=False)
+        s.eval_failed = s.eval_clients - ok
+        # A cohort whose clients hold no test example has weight 0; Flower's
+        # weighted mean would divide by a zero total.
+        weighted = [
+            m for m in unpacked if m.has_error() or _num_examples(m.content) > 0
+        ]
+        metrics: MetricRecord | None = None
+        if any(not m.has_error() for m in weighted):
+            metrics = super().aggregate_evaluate(server_round, weighted)  # type: ignore[misc]
+        s.eval_metrics = _scalars(metrics)
+        return metrics
+
+
+def _num_examples(content: RecordDict) -> float:
+    value: Any = content[records.METRICS][records.NUM_EXAMPLES]
+    return float(value)
