@@ -115,11 +115,15 @@ class WeightedMean:
     def add(self, arrays: Sequence[np.ndarray], weight: float) -> None:
         """Add one client's arrays with weight ``weight`` (> 0)."""
         if self._sum is None:
-            self._sum = [np.asarray(a, np.float64) * weight for a in arrays]
+            # np.array copies; 0-d arrays stay arrays, so += below updates them
+            # in place (an array times a float would be a numpy scalar).
+            self._sum = [np.array(a, np.float64) for a in arrays]
             self._dtypes = [np.asarray(a).dtype for a in arrays]
+            for acc in self._sum:
+                acc *= weight
         else:
             for acc, a in zip(self._sum, arrays, strict=True):
-                acc += np.asarray(a, np.float64) * weight
+                np.add(acc, np.asarray(a, np.float64) * weight, out=acc)
         self.total_weight += weight
         self.count += 1
 

@@ -7,8 +7,13 @@ starts Ray (about 5 s) and, on a model-cache miss, builds its model with TensorF
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +59,58 @@ def free_port() -> Callable[[], int]:
             return int(s.getsockname()[1])
 
     return pick
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """``pid -> (parent pid, session id)`` of every live process (Linux ``/proc``)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        state, ppid, _, sid = stat[stat.rindex(")") + 2 :].split()[:4]
+        if state != "Z":
+            table[int(entry)] = (int(ppid), int(sid))
+    return table
+
+
+def _members(sessions: set[int]) -> set[int]:
+    """Live processes of ``sessions``, which grow by the sessions their children
+    start (a detached child calls ``setsid``)."""
+    while True:
+        table = _processes()
+        members = {pid for pid, (_, sid) in table.items() if sid in sessions}
+        started = {sid for ppid, sid in table.values() if ppid in members}
+        if started <= sessions:
+            return members - {os.getpid()}
+        sessions |= started
+
+
+@pytest.fixture(scope="session")
+def end_sessions() -> Callable[[Collection[int]], None]:
+    """``end_sessions(sids)``: SIGTERM every process of these sessions (and of the
+    sessions their processes started), SIGKILL what is left after 20 s.
+
+    Daemons (``ray start``, the SuperLink ``flwr run`` starts) outlive the command
+    that started them; a session started for them (``start_new_session=True``)
+    holds exactly them, so this never touches other Ray clusters on the machine.
+    """
+
+    def end(sids: Collection[int]) -> None:
+        sessions = set(sids)
+        for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            for pid in _members(sessions):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while _members(sessions) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not _members(sessions):
+                return
+
+    if not Path("/proc").is_dir():
+        pytest.skip("needs Linux /proc to find the processes of a session")
+    return end

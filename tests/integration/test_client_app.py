@@ -1,0 +1,124 @@
+"""The ClientApp's cohort handling on a real worker: real `.tflite`, LiteRT, data.
+
+The handlers are called directly with Flower Messages (no Ray): a cohort of three
+clients, one of which diverges. The bad client is reported on its own; the
+others' pre-aggregated update is exactly the example-weighted mean of their
+per-client updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+import clients.worker as worker_module
+from clients.client_app import evaluate, train
+from clients.worker import ClientData, Worker
+from fedtflite.runtime import ClientModel
+from fedtflite.simulation import SimulationConfig, records
+from fedtflite.simulation.prepare import PreparedRun, prepare_run
+
+pytestmark = pytest.mark.integration
+
+COHORT, BAD = [0, 2, 5], 2
+
+
+@pytest.fixture(scope="module")
+def run(
+    small_config: Callable[..., SimulationConfig],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> PreparedRun:
+    return prepare_run(small_config(), tmp_path_factory.mktemp("cohort") / "run")
+
+
+@pytest.fixture(autouse=True)
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages need Flower's task identity, which a running app would set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def one_bad_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Client ``BAD``'s images hold NaN, so its loss is NaN."""
+    real = Worker.client_data
+
+    def client_data(self: Worker, client_id: int) -> ClientData:
+        data = real(self, client_id)
+        if client_id != BAD:
+            return data
+        images = data.train_images.copy()
+        images[:, 0, 0] = np.nan
+        return ClientData(images, data.train_labels, data.test_images, data.test_labels)
+
+    monkeypatch.setattr(Worker, "client_data", client_data)
+    worker_module.get_worker.cache_clear()
+    yield
+    worker_module.get_worker.cache_clear()
+
+
+def _message(run: PreparedRun, kind: str, per_client: bool) -> Message:
+    model = ClientModel(Path(run.settings.model_path))
+    names = [p.name for p in model.contract.parameters]
+    arrays = ArrayRecord(
+        array_dict={n: Array(w) for n, w in zip(names, model.parameters(), strict=True)}
+    )
+    config = ConfigRecord(run.settings.to_config())
+    config["server-round"] = 1
+    config[records.COHORT] = COHORT
+    config[records.PER_CLIENT] = int(per_client)
+    content = RecordDict({records.ARRAYS: arrays, records.CONFIG: config})
+    return Message(content=content, message_type=kind, dst_node_id=1)
+
+
+def test_one_bad_client_never_fails_its_cohort(run: PreparedRun) -> None:
+    reply = train(_message(run, "train", per_client=False), None)  # type: ignore[arg-type]
+    status = reply.content.config_records[records.STATUS]
+
+    assert status[records.OK] == [0, 5]
+    assert status[records.FAILED] == [BAD]
+    (error,) = status[records.ERRORS]
+    assert error.startswith(f"client {BAD}: ") and "loss nan" in error
+    assert reply.content.metric_records[records.METRICS][records.NUM_EXAMPLES] > 0
+
+
+def test_pre_aggregated_reply_is_the_weighted_mean_of_per_client_replies(
+    run: PreparedRun,
+) -> None:
+    cohort = train(_message(run, "train", per_client=False), None)  # type: ignore[arg-type]
+    single = train(_message(run, "train", per_client=True), None)  # type: ignore[arg-type]
+
+    ok = single.content.config_records[records.STATUS][records.OK]
+    assert ok == [0, 5]
+    assert records.client_key(records.ARRAYS, BAD) not in single.content
+    n = [
+        single.content[records.client_key(records.METRICS, c)][records.NUM_EXAMPLES]
+        for c in ok
+    ]
+    arrays = [single.content[records.client_key(records.ARRAYS, c)] for c in ok]
+    metrics = cohort.content[records.METRICS]
+    assert metrics[records.NUM_EXAMPLES] == sum(n)
+    for name in arrays[0]:
+        expected = (n[0] * arrays[0][name].numpy() + n[1] * arrays[1][name].numpy()) / (
+            n[0] + n[1]
+        )
+        np.testing.assert_allclose(
+            cohort.content[records.ARRAYS][name].numpy(), expected, rtol=0, atol=1e-6
+        )
+
+
+def test_evaluate_reports_the_cohort_weighted_metrics(run: PreparedRun) -> None:
+    reply = evaluate(_message(run, "evaluate", per_client=False), None)  # type: ignore[arg-type]
+    metrics = reply.content.metric_records[records.METRICS]
+
+    # Evaluation restores the global weights: the bad client's data are only
+    # bad for training (NaN pixels in its train split), so every client counts.
+    assert reply.content.config_records[records.STATUS][records.FAILED] == []
+    assert metrics[records.NUM_EXAMPLES] > 0
+    assert 0.0 <= metrics[records.EVAL_ACCURACY] <= 1.0
