@@ -19,7 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
-from fedtflite.runtime import ClientModel
+from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.config import config_from_mapping
 from fedtflite.simulation.history import (
     AccuracyPlot,
@@ -99,8 +99,11 @@ def run_server(
         server_round: int, global_arrays: ArrayRecord
     ) -> MetricRecord:
         weights = [global_arrays[n].numpy() for n in names]
-        model.restore(weights)
-        result = model.evaluate(test.images, test.labels)
+        if server_round % config.evaluate_every and server_round != config.num_rounds:
+            result = EvalResult(0, math.nan, math.nan, 0.0)
+        else:
+            model.restore(weights)
+            result = model.evaluate(test.images, test.labels)
         now = time.perf_counter()
         stats = strategy.stats.get(server_round, RoundStats())
         row = _record(server_round, stats, result, now - clock[0])
@@ -155,4 +158,7 @@ def main(grid: Grid, context: Context) -> None:
     config = config_from_mapping(values)
     run = prepare_run(config, Path(run_dir) if run_dir else default_run_dir())
     _log.warning("fedtflite run directory: %s", run.run_dir)
-    run_server(grid, run)
+    try:
+        run_server(grid, run)
+    finally:
+        run.wait()

@@ -16,70 +16,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from flwr.simulation import run_simulation
 
 from benchmarks.keras_baseline.client_app import ClientConfig, make_client_app
 from benchmarks.keras_baseline.server_app import RoundRow, ServerConfig, make_server_app
+from benchmarks.procfs import memory_snapshot
 from fedtflite.data import PartitionSpec
 
 __all__ = ["run_keras_baseline"]
-
-_ACTOR_TITLE = "ray::ClientAppActor"  # Ray's process title for Flower's client actors
-
-
-def _descendants(root: int) -> list[int]:
-    """``root`` and every live process below it, from ``/proc/*/stat``."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The name may hold spaces and ")": the fields follow the last ")".
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _is_client_actor(pid: int) -> bool:
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline").read_bytes().startswith(_ACTOR_TITLE.encode())
-        )
-    except OSError:
-        return False
-
-
-def _memory_snapshot() -> dict[str, Any]:
-    me = os.getpid()
-    tree = _descendants(me)
-    actors = [_peak_rss_mb(p) for p in tree if _is_client_actor(p)]
-    return {
-        "peak_rss_mb": sum(_peak_rss_mb(p) for p in tree),
-        "driver_peak_rss_mb": _peak_rss_mb(me),
-        "worker_peak_rss_mb": max(actors, default=0.0),
-        "num_workers": len(actors),
-    }
 
 
 def run_keras_baseline(
@@ -143,7 +91,7 @@ def run_keras_baseline(
         if row.round == 0:
             startup[0] = time.perf_counter() - start
         if row.round == num_rounds:  # the client actors are still alive
-            memory.update(_memory_snapshot())
+            memory.update(memory_snapshot())
 
     partition = PartitionSpec(
         kind="dirichlet",

@@ -58,6 +58,10 @@ class SimulationConfig:
     fraction_train, fraction_evaluate : float
         Fraction of clients sampled per round for training / federated
         evaluation (``fraction-train``, ``fraction-evaluate``); 0 disables.
+    evaluate_every : int
+        Centralized evaluation on the 10k test images every this many rounds
+        (``evaluate-every``), and always at round 0 and after the last round;
+        rounds in between record NaN test metrics. Default 1: every round.
     min_train_clients, min_evaluate_clients : int
         Lower bounds on the sample (Flower's ``min_train_nodes`` ...).
     local_epochs, batch_size : int
@@ -115,6 +119,7 @@ class SimulationConfig:
     num_rounds: int = 20
     fraction_train: float = 0.1
     fraction_evaluate: float = 0.1
+    evaluate_every: int = 1
     min_train_clients: int = 2
     min_evaluate_clients: int = 2
     local_epochs: int = 1
@@ -181,6 +186,7 @@ def _validate(c: SimulationConfig) -> None:
             _check(math.isfinite(v), key, v, "expected a finite number")
     _check(c.num_clients >= 1, "num-clients", c.num_clients, "expected >= 1")
     _check(c.num_rounds >= 1, "num-rounds", c.num_rounds, "expected >= 1")
+    _check(c.evaluate_every >= 1, "evaluate-every", c.evaluate_every, "expected >= 1")
     for key in ("fraction-train", "fraction-evaluate"):
         v = getattr(c, key.replace("-", "_"))
         _check(0.0 <= v <= 1.0, key, v, "expected a fraction in [0, 1]")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,10 +76,23 @@ COLUMNS = tuple(f.name for f in fields(RoundRecord))
 
 @dataclass(frozen=True)
 class History:
-    """A finished run: its rows and where its files are."""
+    """A finished run.
+
+    Attributes
+    ----------
+    rounds : tuple of RoundRecord
+        One per round, round 0 being the initial model.
+    run_dir : Path
+        Where its files are.
+    startup : dict
+        Seconds from :func:`~fedtflite.simulation.simulate` to the first round,
+        by part: ``model``, ``data``, ``partition``, ``ray`` (start or join),
+        ``flower`` (simulation engine, ServerApp, initial evaluation), ``total``.
+    """
 
     rounds: tuple[RoundRecord, ...]
     run_dir: Path
+    startup: dict[str, float] = field(default_factory=dict)
 
     @property
     def final_accuracy(self) -> float:
@@ -184,9 +197,10 @@ class ProgressBar:
             self.bar.set_postfix_str(f"acc {record.test_accuracy:.4f} (initial)")
             return
         failed = f" failed {record.clients_failed}" if record.clients_failed else ""
-        self.bar.set_postfix_str(
-            f"acc {record.test_accuracy:.4f} loss {record.test_loss:.3f}{failed}"
-        )
+        if not math.isnan(record.test_accuracy):  # evaluated this round
+            self.bar.set_postfix_str(
+                f"acc {record.test_accuracy:.4f} loss {record.test_loss:.3f}{failed}"
+            )
         self.bar.update(1)
 
     def on_end(self) -> None:

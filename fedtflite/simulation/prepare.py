@@ -7,14 +7,17 @@ Ray process exists.
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from fedtflite.data import (
     PartitionSpec,
     load_fashion_mnist,
-    partition_indices,
     partition_stats,
     validate_partition_spec,
     write_partition_stats,
@@ -24,10 +27,12 @@ from fedtflite.models.cache import cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
-from fedtflite.simulation.partition_file import save_partition
+from fedtflite.simulation.partition_file import cached_partition, save_partition
 from fedtflite.simulation.settings import ClientSettings
 
 __all__ = ["PreparedRun", "default_run_dir", "prepare_run", "resolve_model"]
+
+_log = logging.getLogger("fedtflite")
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,20 @@ class PreparedRun:
         What every message tells the clients.
     timings : dict
         Seconds spent on each preparation step (model, data, partition).
+    background : tuple of threading.Thread
+        Writers still running (the partition chart); :meth:`wait` joins them.
     """
 
     config: SimulationConfig
     run_dir: Path
     settings: ClientSettings
     timings: dict[str, float]
+    background: tuple[threading.Thread, ...] = ()
+
+    def wait(self) -> None:
+        """Join the background writers."""
+        for thread in self.background:
+            thread.join()
 
 
 def default_run_dir(root: Path = Path("runs")) -> Path:
@@ -147,7 +160,7 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
         min_partition_size=config.min_partition_size,
     )
     validate_partition_spec(spec, len(data.train.labels))
-    parts = partition_indices(data.train.labels, spec)
+    parts = cached_partition(data.train.labels, spec)
     timings["partition"] = time.perf_counter() - t
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +170,12 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
     model_path.write_bytes(model_bytes)
     partition_path = run_dir / "partition.npz"
     save_partition(partition_path, parts, spec)
-    write_partition_stats(partition_stats(data.train.labels, parts), run_dir)
+    # The chart costs ~1 s (matplotlib); it is drawn while Ray and Flower start.
+    stats = partition_stats(data.train.labels, parts)
+    plotter = threading.Thread(
+        target=_write_stats, args=(stats, run_dir), name="partition-stats"
+    )
+    plotter.start()
 
     settings = ClientSettings(
         model_path=str(model_path),
@@ -177,4 +195,11 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
         learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
         state_dir=str(run_dir / "client_state"),
     )
-    return PreparedRun(config, run_dir, settings, timings)
+    return PreparedRun(config, run_dir, settings, timings, (plotter,))
+
+
+def _write_stats(stats: np.ndarray, run_dir: Path) -> None:
+    try:
+        write_partition_stats(stats, run_dir)
+    except OSError as e:  # a missing chart must not stop the run
+        _log.warning("could not write the partition statistics: %s", e)

@@ -94,15 +94,36 @@ def simulate(
     t_ray = time.perf_counter()
     started = start_ray(config.ray_address, num_cpus=os.cpu_count())
     timings = {**run.timings, "ray": time.perf_counter() - t_ray}
-    _log.info("start-up %.2f s: %s", time.perf_counter() - t0, timings)
+    first = _StartupClock(t0, timings)
     try:
-        rows = _run_flower(run, callbacks, progress)
+        rows = _run_flower(run, [first, *(callbacks or [])], progress)
     finally:
+        run.wait()
         if started:
             import ray
 
             ray.shutdown()
-    return History(tuple(rows), run.run_dir)
+    return History(tuple(rows), run.run_dir, timings)
+
+
+class _StartupClock:
+    """At round 0 (the initial evaluation; the first round starts next), completes
+    ``timings`` with ``flower`` and ``total`` and logs them."""
+
+    def __init__(self, t0: float, timings: dict[str, float]):
+        self.t0, self.timings, self.since = t0, timings, time.perf_counter()
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round != 0:
+            return
+        now = time.perf_counter()
+        self.timings["flower"] = now - self.since
+        self.timings["total"] = now - self.t0
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items())
+        _log.info("start-up to the first round: %s s", parts)
+
+    def on_end(self) -> None:
+        pass
 
 
 def _ray_workers(config: SimulationConfig) -> int:

@@ -61,8 +61,14 @@ def free_port() -> Callable[[], int]:
     return pick
 
 
-def _processes() -> dict[int, tuple[int, int]]:
-    """``pid -> (parent pid, session id)`` of every live process (Linux ``/proc``)."""
+# `ray stop`'s order: raylets first (their agents fate-share with them), the GCS
+# last; all at once leaves the GCS and raylets waiting on each other for minutes.
+_STOP_ORDER = ({"raylet"}, None, {"gcs_server"})
+"""Process names (``comm``) of each stage; None: every other process."""
+
+
+def _processes() -> dict[int, tuple[str, int, int]]:
+    """``pid -> (name, parent pid, session id)`` of every live process."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -71,45 +77,59 @@ def _processes() -> dict[int, tuple[int, int]]:
             stat = Path("/proc", entry, "stat").read_text()
         except OSError:  # it exited meanwhile
             continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
         state, ppid, _, sid = stat[stat.rindex(")") + 2 :].split()[:4]
         if state != "Z":
-            table[int(entry)] = (int(ppid), int(sid))
+            table[int(entry)] = (name, int(ppid), int(sid))
     return table
 
 
-def _members(sessions: set[int]) -> set[int]:
-    """Live processes of ``sessions``, which grow by the sessions their children
-    start (a detached child calls ``setsid``)."""
+def _members(sessions: set[int]) -> dict[int, str]:
+    """``pid -> name`` of the live processes of ``sessions``, which grow by the
+    sessions their children start (a detached child calls ``setsid``)."""
     while True:
         table = _processes()
-        members = {pid for pid, (_, sid) in table.items() if sid in sessions}
-        started = {sid for ppid, sid in table.values() if ppid in members}
+        members = {p: name for p, (name, _, sid) in table.items() if sid in sessions}
+        started = {sid for _, ppid, sid in table.values() if ppid in members}
         if started <= sessions:
-            return members - {os.getpid()}
+            members.pop(os.getpid(), None)
+            return members
         sessions |= started
+
+
+def _in_stage(name: str, stage: set[str] | None) -> bool:
+    if stage is not None:
+        return name in stage
+    return not any(name in s for s in _STOP_ORDER if s is not None)
 
 
 @pytest.fixture(scope="session")
 def end_sessions() -> Callable[[Collection[int]], None]:
-    """``end_sessions(sids)``: SIGTERM every process of these sessions (and of the
-    sessions their processes started), SIGKILL what is left after 20 s.
+    """``end_sessions(sids)``: stop every process of these sessions (and of the
+    sessions their processes started): SIGTERM in ``ray stop``'s order, SIGKILL
+    what is left of a stage after 10 s.
 
-    Daemons (``ray start``, the SuperLink ``flwr run`` starts) outlive the command
-    that started them; a session started for them (``start_new_session=True``)
-    holds exactly them, so this never touches other Ray clusters on the machine.
+    Daemons (``ray start``'s, the SuperLink ``flwr run`` starts) outlive the
+    command that started them; a session started for them
+    (``start_new_session=True``) holds exactly them, so this never touches other
+    Ray clusters on the machine, as ``ray stop`` would.
     """
 
     def end(sids: Collection[int]) -> None:
         sessions = set(sids)
-        for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-            for pid in _members(sessions):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while _members(sessions) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not _members(sessions):
-                return
+        for stage in _STOP_ORDER:
+            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                deadline = time.monotonic() + wait
+                pids = [p for p, n in _members(sessions).items() if _in_stage(n, stage)]
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+                while pids and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    alive = _members(sessions)
+                    pids = [p for p in pids if p in alive]
+                if not pids:
+                    break
 
     if not Path("/proc").is_dir():
         pytest.skip("needs Linux /proc to find the processes of a session")

@@ -1,0 +1,391 @@
+"""Scale: round time against the LiteRT floor, a Keras baseline, memory, start-up.
+
+Every row is a real fedtflite simulation (Flower on Ray, LiteRT clients, real
+Fashion-MNIST) of the ``mlp``, 1 local epoch, batch 32, FedAvg:
+
+1. **Overhead.** ``k`` clients per round out of ``max(1000, k)`` IID clients with no
+   local test split (60 training examples each with 1 000 clients, 6 with
+   10 000), no federated evaluation, the central evaluation only after the last
+   round. Steady round = median of rounds 2..R-1 (round 1 pays the workers' set-up,
+   round R the evaluation). Floor = the same clients' ``restore`` + ``train``
+   steps + ``parameters``, back to back in one LiteRT interpreter in this process,
+   divided by the number of worker processes. Ratio = steady round / floor.
+2. **Keras baseline** (``benchmarks/keras_baseline``, Flower's quickstart-
+   tensorflow pattern): the same experiment on both, 1 000 Dirichlet(0.5) clients,
+   ``k`` per round, central evaluation every round in both.
+3. **Memory.** Peak RSS of a client worker and of the whole run (driver, Ray,
+   workers) at 1 000 and 10 000 registered clients, and how many workers have
+   TensorFlow loaded (from ``/proc``).
+4. **Start-up.** From ``simulate`` to the first round, by part, with a cold
+   local Ray (started by the run) and joining a running one.
+5. **Cost growth.** Round time against clients per round and local epochs:
+   ``benchmarks/scale.png``.
+
+Usage (from the repository root; about 20 minutes on 2 cores)::
+
+    python -m benchmarks.scale [--sizes 10,100,1000,10000] [--rounds 7]
+        [--keras-sizes 100,1000] [--keras-rounds 20,5] [--epochs 1,2,5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.procfs import memory_snapshot
+from fedtflite.data import PartitionSpec, load_fashion_mnist, split_local_test
+from fedtflite.runtime import ClientModel
+from fedtflite.simulation import RoundRecord, SimulationConfig, load_config, simulate
+from fedtflite.simulation.cohorts import flower_sample_size, sample_clients
+from fedtflite.simulation.partition_file import load_partition
+from fedtflite.simulation.run import start_ray
+
+HERE = Path(__file__).resolve().parent
+COMMON = ("model=mlp", "local-epochs=1", "batch-size=32", "learning-rate=0.05")
+
+
+class _Memory:
+    """Takes the memory snapshot at the last round, while the workers live."""
+
+    def __init__(self, last_round: int):
+        self.last_round = last_round
+        self.result: dict[str, Any] = {}
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.last_round:
+            self.result = memory_snapshot()
+
+    def on_end(self) -> None:
+        pass
+
+
+def _workers() -> int:
+    return os.cpu_count() or 1  # client-cpus = 1: one actor per core
+
+
+def _overhead_config(k: int, rounds: int, epochs: int) -> SimulationConfig:
+    n = max(1000, k)
+    return load_config(
+        None,
+        [
+            *COMMON,
+            f"local-epochs={epochs}",
+            f"num-clients={n}",
+            "partitioner=iid",
+            "client-test-fraction=0.0",
+            f"fraction-train={k / n}",
+            f"min-train-clients={k}",
+            "fraction-evaluate=0.0",
+            f"num-rounds={rounds}",
+            f"evaluate-every={rounds}",
+            "seed=0",
+        ],
+    )
+
+
+def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) -> float:
+    """Seconds of one round's clients' on-device work, back to back, one process.
+
+    The clients the run sampled in ``server_round``, their data gathered first;
+    timed: ``restore``, ``set_learning_rate``, ``fit`` (the ``train`` steps and
+    their batches), ``parameters``, as the worker does.
+    """
+    model = ClientModel(run_dir / "model.tflite")
+    spec = PartitionSpec(
+        kind=config.partitioner,
+        num_clients=config.num_clients,
+        alpha=config.alpha,
+        classes_per_client=config.classes_per_client,
+        shards_per_client=config.shards_per_client,
+        seed=config.seed,
+        min_partition_size=config.min_partition_size,
+    )
+    parts = load_partition(run_dir / "partition.npz", spec)
+    images, labels = (
+        load_fashion_mnist().train.images,
+        load_fashion_mnist().train.labels,
+    )
+    k = flower_sample_size(
+        config.num_clients, config.fraction_train, config.min_train_clients
+    )
+    data = []
+    for cid in sample_clients(config.seed, server_round, 0, config.num_clients, k):
+        train, _ = split_local_test(
+            parts[cid], config.client_test_fraction, config.seed, client_id=int(cid)
+        )
+        data.append((int(cid), images[train], labels[train]))
+    weights = model.parameters()
+    start = time.perf_counter()
+    for cid, x, y in data:
+        model.restore(weights)
+        model.set_learning_rate(config.learning_rate)
+        model.fit(
+            x,
+            y,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            rng=np.random.default_rng([config.seed, server_round, cid]),
+        )
+        model.parameters()
+    return time.perf_counter() - start
+
+
+def _steady(rows: tuple[RoundRecord, ...]) -> float:
+    middle = [r.seconds for r in rows[2:-1]] or [r.seconds for r in rows[1:]]
+    return statistics.median(middle)
+
+
+def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
+    """One fedtflite run at ``k`` clients per round, with its floor and memory."""
+    config = _overhead_config(k, rounds, epochs)
+    memory = _Memory(rounds)
+    run_dir = out / f"k{k}-e{epochs}"
+    history = simulate(config, run_dir, callbacks=[memory], progress=False)
+    floor = measure_floor(config, run_dir, server_round=2) / _workers()
+    steady = _steady(history.rounds)
+    middle = history.rounds[2:-1] or history.rounds[1:]
+    return {
+        "clients_per_round": k,
+        "registered": config.num_clients,
+        "examples_per_client": 60_000 // config.num_clients,
+        "local_epochs": epochs,
+        "round_s": steady,
+        "floor_s": floor,
+        "ratio": steady / floor,
+        "first_round_s": history.rounds[1].seconds,
+        "compute_s": statistics.median(r.client_compute_seconds for r in middle),
+        "messages": history.rounds[2].messages,
+        **memory.result,
+    }
+
+
+def keras_rows(k: int, rounds: int, out: Path) -> dict[str, Any]:
+    """The same experiment with Keras clients and with fedtflite."""
+    from benchmarks.keras_baseline.run import run_keras_baseline
+
+    keras = run_keras_baseline(
+        num_clients=1000,
+        clients_per_round=k,
+        num_rounds=rounds,
+        local_epochs=1,
+        batch_size=32,
+        learning_rate=0.05,
+        alpha=0.5,
+        seed=0,
+        client_test_fraction=0.2,
+    )
+    config = load_config(
+        None,
+        [
+            *COMMON,
+            "num-clients=1000",
+            "partitioner=dirichlet",
+            "alpha=0.5",
+            "client-test-fraction=0.2",
+            f"fraction-train={k / 1000}",
+            f"min-train-clients={k}",
+            "fraction-evaluate=0.0",
+            f"num-rounds={rounds}",
+            "seed=0",
+        ],
+    )
+    history = simulate(config, out / f"keras-k{k}", progress=False)
+    ours = statistics.median(r.seconds for r in history.rounds[2:])
+    theirs = statistics.median(keras["round_seconds"][1:])
+    return {
+        "clients_per_round": k,
+        "rounds": rounds,
+        "fedtflite_round_s": ours,
+        "keras_round_s": theirs,
+        "speedup": theirs / ours,
+        "fedtflite_accuracy": history.final_accuracy,
+        "keras_accuracy": keras["accuracy"][-1],
+        "keras_worker_peak_rss_mb": keras.get("worker_peak_rss_mb", 0.0),
+        "keras_peak_rss_mb": keras.get("peak_rss_mb", 0.0),
+    }
+
+
+def startup_rows(out: Path) -> list[dict[str, Any]]:
+    """Start-up to the first round: cold local Ray, then joining a running Ray."""
+    config = load_config(None, [*COMMON, "num-rounds=1"])
+    rows = []
+    cold = simulate(config, out / "startup-cold", progress=False)
+    rows.append({"mode": "started by the run", **cold.startup})
+    import ray
+
+    start_ray("", num_cpus=os.cpu_count())  # as `ray start --head` would
+    try:
+        warm = simulate(config, out / "startup-warm", progress=False)
+    finally:
+        ray.shutdown()
+    rows.append({"mode": "already running", **warm.startup})
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
+    head = "| " + " | ".join(columns.values()) + " |"
+    lines = [head, "|" + "---:|" * len(columns)]
+    for r in rows:
+        cells = []
+        for key in columns:
+            v = r.get(key, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(sizes: list[dict[str, Any]], epochs: list[dict[str, Any]], path: Path) -> None:
+    """Round time and floor against clients per round, and against local epochs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    a, b = fig.subplots(1, 2)
+    k = [r["clients_per_round"] for r in sizes]
+    a.loglog(k, [r["round_s"] for r in sizes], "o-", label="fedtflite round")
+    a.loglog(k, [r["floor_s"] for r in sizes], "s--", label="LiteRT floor")
+    a.set(xlabel="clients per round", ylabel="seconds", title="round time")
+    a.grid(alpha=0.3, which="both")
+    a.legend()
+    e = [r["local_epochs"] for r in epochs]
+    b.plot(e, [r["round_s"] for r in epochs], "o-", label="fedtflite round")
+    b.plot(e, [r["floor_s"] for r in epochs], "s--", label="LiteRT floor")
+    b.set(
+        xlabel="local epochs",
+        ylabel="seconds",
+        title=f"{epochs[0]['clients_per_round'] if epochs else ''} clients per round",
+    )
+    b.grid(alpha=0.3)
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def main() -> None:
+    """Run every section and print its table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="10,100,1000,10000")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--epochs", default="1,2,5", help="local epochs at 1000 per round")
+    p.add_argument("--keras-sizes", default="100,1000")
+    p.add_argument("--keras-rounds", default="20,5")
+    p.add_argument("--skip", default="", help="sections to skip: keras,startup,epochs")
+    p.add_argument("--quick", action="store_true", help="10,100 clients, 4 rounds")
+    p.add_argument("--json", type=Path, default=None, help="also write the results")
+    args = p.parse_args()
+    if args.quick:
+        args.sizes, args.rounds, args.epochs = "10,100", 4, "1"
+        args.keras_sizes, args.keras_rounds = "100", "3"
+    skip = set(args.skip.split(","))
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores"}
+    with tempfile.TemporaryDirectory(prefix="fedtflite-scale-") as tmp:
+        out = Path(tmp)
+        results["overhead"] = [
+            overhead_row(k, args.rounds, 1, out) for k in _ints(args.sizes)
+        ]
+        print(
+            "\n## Overhead: steady round time / LiteRT floor (mlp, 1 epoch, batch 32)"
+        )
+        print(
+            _table(
+                results["overhead"],
+                {
+                    "clients_per_round": "clients/round",
+                    "registered": "registered",
+                    "examples_per_client": "examples/client",
+                    "messages": "messages/round",
+                    "round_s": "round (s)",
+                    "floor_s": "floor (s)",
+                    "ratio": "ratio",
+                    "first_round_s": "round 1 (s)",
+                    "worker_peak_rss_mb": "worker peak RSS (MiB)",
+                    "peak_rss_mb": "run peak RSS (MiB)",
+                    "workers_with_tensorflow": "workers with TF",
+                },
+            )
+        )
+        results["epochs"] = []
+        if "epochs" not in skip:
+            k = max(k for k in _ints(args.sizes) if k <= 1000)
+            for e in _ints(args.epochs):
+                row = next(
+                    (
+                        r
+                        for r in results["overhead"]
+                        if r["clients_per_round"] == k and e == 1
+                    ),
+                    None,
+                )
+                results["epochs"].append(row or overhead_row(k, args.rounds, e, out))
+            print(f"\n## Local epochs at {k} clients per round")
+            print(
+                _table(
+                    results["epochs"],
+                    {
+                        "local_epochs": "local epochs",
+                        "round_s": "round (s)",
+                        "floor_s": "floor (s)",
+                        "ratio": "ratio",
+                    },
+                )
+            )
+            plot(results["overhead"], results["epochs"], HERE / "scale.png")
+        if "keras" not in skip:
+            results["keras"] = [
+                keras_rows(k, r, out)
+                for k, r in zip(
+                    _ints(args.keras_sizes), _ints(args.keras_rounds), strict=True
+                )
+            ]
+            print("\n## fedtflite vs Flower + Keras (1000 Dirichlet(0.5) clients)")
+            print(
+                _table(
+                    results["keras"],
+                    {
+                        "clients_per_round": "clients/round",
+                        "rounds": "rounds",
+                        "fedtflite_round_s": "fedtflite round (s)",
+                        "keras_round_s": "Keras round (s)",
+                        "speedup": "speed-up",
+                        "fedtflite_accuracy": "fedtflite acc.",
+                        "keras_accuracy": "Keras acc.",
+                        "keras_worker_peak_rss_mb": "Keras worker RSS (MiB)",
+                    },
+                )
+            )
+        if "startup" not in skip:
+            results["startup"] = startup_rows(out)
+            print("\n## Start-up to the first round (s)")
+            print(
+                _table(
+                    results["startup"],
+                    {
+                        "mode": "Ray",
+                        "model": "model",
+                        "data": "data",
+                        "partition": "partition",
+                        "ray": "Ray start/join",
+                        "flower": "Flower engine + initial eval",
+                        "total": "total",
+                    },
+                )
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
