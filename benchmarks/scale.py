@@ -33,6 +33,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -213,10 +215,35 @@ def keras_rows(k: int, rounds: int, out: Path) -> dict[str, Any]:
     }
 
 
+def command_startup(out: Path) -> dict[str, Any]:
+    """``fedtflite simulate`` as a user types it: launch to its start-up log line.
+
+    Includes the interpreter start and every import; the run's own parts are
+    parsed from its log line ``start-up to the first round: model 0.00, ...``.
+    """
+    marker = "start-up to the first round: "
+    cmd = [sys.executable, "-m", "fedtflite.cli", "simulate", "--no-progress"]
+    cmd += ["--out", str(out / "startup-command"), "--set", "num-rounds=1"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    row: dict[str, Any] = {"mode": "`fedtflite simulate` (cold Ray)"}
+    for line in proc.stderr:
+        if marker in line:
+            row["command"] = time.perf_counter() - start
+            parts = line.split(marker, 1)[1].removesuffix(" s\n")
+            for item in parts.split(", "):
+                key, value = item.rsplit(" ", 1)
+                row[key] = float(value)
+            break
+    proc.wait(timeout=300)
+    return row
+
+
 def startup_rows(out: Path) -> list[dict[str, Any]]:
-    """Start-up to the first round: cold local Ray, then joining a running Ray."""
+    """Start-up to the first round: the command, a cold local Ray, a running Ray."""
     config = load_config(None, [*COMMON, "num-rounds=1"])
-    rows = []
+    rows = [command_startup(out)]
     cold = simulate(config, out / "startup-cold", progress=False)
     rows.append({"mode": "started by the run", **cold.startup})
     import ray
@@ -379,7 +406,8 @@ def main() -> None:
                         "partition": "partition",
                         "ray": "Ray start/join",
                         "flower": "Flower engine + initial eval",
-                        "total": "total",
+                        "total": "total in simulate()",
+                        "command": "from the command",
                     },
                 )
             )

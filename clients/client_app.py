@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import numpy as np
 from flwr.app import (
@@ -92,6 +93,7 @@ def _status(
             records.ERRORS: errors,
             records.TOTAL_COMPUTE_SECONDS: seconds,
             records.WORKER: _worker_id(),
+            records.TENSORFLOW: int(sys.modules.get("tensorflow") is not None),
         }
     )
 

@@ -92,6 +92,9 @@ class Worker:
             self._parts = load_partition(Path(settings.partition_path), spec)
         except (OSError, ConfigError):
             self._parts = partition_indices(self._labels, spec)
+        # At most every training example's index once: bounded by the data set,
+        # not by the number of clients.
+        self._splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def client_data(self, client_id: int) -> ClientData:
         """The local train/test split of ``client_id``."""
@@ -99,10 +102,17 @@ class Worker:
             raise ConfigError(
                 f"client-id {client_id} out of range 0..{len(self._parts) - 1}"
             )
-        s = self.settings
-        train, test = split_local_test(
-            self._parts[client_id], s.client_test_fraction, s.seed, client_id=client_id
-        )
+        split = self._splits.get(client_id)
+        if split is None:  # a client's split never changes: computed once
+            s = self.settings
+            split = split_local_test(
+                self._parts[client_id],
+                s.client_test_fraction,
+                s.seed,
+                client_id=client_id,
+            )
+            self._splits[client_id] = split
+        train, test = split
         return ClientData(
             self._images[train],
             self._labels[train],

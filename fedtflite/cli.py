@@ -123,6 +123,41 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import logging
+
+    from fedtflite.simulation import parse_overrides
+    from fedtflite.sweep import (
+        load_grid,
+        plot_sweep,
+        read_sweep,
+        run_sweep,
+        sweep_table,
+    )
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    base, cells = load_grid(args.grid)
+    base.update(parse_overrides(args.set))
+    if args.report_only:
+        results = read_sweep(base, cells, args.out)
+    else:
+        results = run_sweep(base, cells, args.out, jobs=args.jobs)
+    axes = list(cells[0].labels) if cells else []
+    summary = args.summary or args.out
+    summary.mkdir(parents=True, exist_ok=True)
+    table = sweep_table(results, axes)
+    (summary / "summary.md").write_text(table)
+    plot_sweep(
+        results,
+        summary / "accuracy.png",
+        panel_axis=axes[0] if len(axes) > 1 else None,
+        title=args.grid.stem,
+    )
+    print(table)
+    print(f"wrote {summary / 'summary.md'} and {summary / 'accuracy.png'}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from fedtflite.data import download_fashion_mnist, find_data_dir, load_fashion_mnist
 
@@ -196,6 +231,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
+
+    w = sub.add_parser(
+        "sweep", help="run a grid of simulations (resumable) and compare them"
+    )
+    w.add_argument("grid", type=Path, help="sweep TOML: [base] and [axes.<axis>.<opt>]")
+    w.add_argument("--out", type=Path, required=True, help="one run directory per cell")
+    w.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="on the base"
+    )
+    w.add_argument("--jobs", type=int, default=1, help="cells at once (subprocesses)")
+    w.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="where summary.md and accuracy.png go",
+    )
+    w.add_argument("--report-only", action="store_true", help="run nothing")
+    w.set_defaults(func=_cmd_sweep)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])

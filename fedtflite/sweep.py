@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "Cell",
     "CellResult",
     "grid_cells",
+    "load_grid",
     "plot_sweep",
     "read_sweep",
     "run_sweep",
@@ -104,7 +106,9 @@ def grid_cells(axes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[Cell
     ----------
     axes : mapping
         ``{axis: {option: {kebab-key: value}}}``, e.g.
-        ``{"alpha": {"0.1": {"alpha": 0.1}}, "strategy": {"fedavg": {...}}}``.
+        ``{"alpha": {"a01": {"alpha": 0.1}}, "strategy": {"fedavg": {...}}}``. An
+        option's ``label`` entry (default: the option's name) names it in tables
+        and plots and is not a config key.
 
     Returns
     -------
@@ -117,12 +121,40 @@ def grid_cells(axes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[Cell
     cells = []
     for combo in itertools.product(*(list(axes[a].items()) for a in names)):
         overrides: dict[str, Any] = {}
-        for _, values in combo:
-            overrides.update(values)
+        labels = {}
+        for axis, (option, values) in zip(names, combo, strict=True):
+            overrides.update({k: v for k, v in values.items() if k != "label"})
+            labels[axis] = str(values.get("label", option))
         name = "-".join(_safe(option) for option, _ in combo)
-        labels = {a: option for a, (option, _) in zip(names, combo, strict=True)}
         cells.append(Cell(name, overrides, labels))
     return cells
+
+
+def load_grid(path: str | Path) -> tuple[dict[str, Any], list[Cell]]:
+    """A sweep file: ``[base]`` (shared keys) and ``[axes.<axis>.<option>]`` tables.
+
+    Returns
+    -------
+    (base, cells)
+        The base config mapping and :func:`grid_cells` of the axes.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, bad TOML, or no ``[base]`` / ``[axes]`` table.
+    """
+    p = Path(path)
+    try:
+        grid = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the sweep file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    if not isinstance(grid.get("base"), dict) or not isinstance(grid.get("axes"), dict):
+        raise ConfigError(
+            f"{p}: a sweep file needs a [base] table and [axes.<axis>.<option>] tables"
+        )
+    return dict(grid["base"]), grid_cells(grid["axes"])
 
 
 def _safe(text: str) -> str:

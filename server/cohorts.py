@@ -68,6 +68,7 @@ class RoundStats:
     eval_failed: int = 0
     eval_metrics: dict[str, float] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
+    workers_with_tensorflow: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
@@ -197,6 +198,8 @@ class CohortSampling:
             ok_total += len(ok)
             worker = str(status.get(records.WORKER, "?"))
             s.workers[worker] = s.workers.get(worker, 0) + len(ok) + len(failed)
+            if status.get(records.TENSORFLOW, 0):
+                s.workers_with_tensorflow.add(worker)
             if train:
                 seconds = status.get(records.TOTAL_COMPUTE_SECONDS, 0.0)
                 s.compute_seconds += float(seconds) if isinstance(seconds, float) else 0

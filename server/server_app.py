@@ -69,8 +69,9 @@ def run_server(
     """Run all rounds of ``run`` on ``grid``; one record per round (0 = initial).
 
     Writes ``history.csv``, ``accuracy.png``, ``workers.csv`` (which worker
-    process ran how many clients each round) and ``final_weights.npz`` to the run
-    directory; ``callbacks`` get every round too.
+    process ran how many clients each round, and whether TensorFlow was loaded
+    in it) and ``final_weights.npz`` to the run directory; ``callbacks`` get every
+    round too.
     """
     config = run.config
     model = ClientModel(Path(run.settings.model_path))
@@ -144,10 +145,11 @@ def run_server(
 def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["round", "worker", "clients"])
+        w.writerow(["round", "worker", "clients", "tensorflow"])
         for server_round, s in sorted(stats.items()):
             for worker, n in sorted(s.workers.items()):
-                w.writerow([server_round, worker, n])
+                tf = int(worker in s.workers_with_tensorflow)
+                w.writerow([server_round, worker, n, tf])
 
 
 @app.main()

@@ -27,23 +27,11 @@ from typing import Any
 
 from fedtflite.errors import FedTfliteError
 from fedtflite.simulation import parse_overrides
-from fedtflite.sweep import Cell, CellResult, plot_sweep, read_sweep, run_sweep
+from fedtflite.sweep import CellResult, load_grid, plot_sweep, read_sweep, run_sweep
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 QUICK = {"num-rounds": 1, "local-epochs": 1}
-
-
-def load_grid(path: Path) -> tuple[dict[str, Any], list[Cell]]:
-    """Base config and cells (``<partition>-<algorithm>``) of a grid file."""
-    grid = tomllib.loads(path.read_text())
-    cells = []
-    for p_key, p in grid["partition"].items():
-        for a_key, a in grid["algorithm"].items():
-            overrides = {k: v for k, v in {**p, **a}.items() if k != "label"}
-            labels = {"partition": p["label"], "algorithm": a["label"]}
-            cells.append(Cell(f"{p_key}-{a_key}", overrides, labels))
-    return dict(grid["base"]), cells
 
 
 def _pct(value: float) -> str:
@@ -51,29 +39,22 @@ def _pct(value: float) -> str:
 
 
 def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
-    """Markdown: one row per partition; per algorithm ours, the paper's, Flower's."""
-    partitions = list(dict.fromkeys(r.cell.labels["partition"] for r in results))
-    algorithms = list(dict.fromkeys(r.cell.labels["algorithm"] for r in results))
-    by = {(r.cell.labels["partition"], r.cell.labels["algorithm"]): r for r in results}
-    head = ["partition"]
-    for a in algorithms:
-        head += [f"{a} fedtflite", f"{a} paper", f"{a} Flower"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for p in partitions:
-        row = [p]
-        for a in algorithms:
-            r = by.get((p, a))
-            if r is None:
-                ours = "—"
-            elif r.complete:
-                ours = f"**{_pct(r.final_accuracy)}**"
-            elif len(r.rounds) > 1:
-                ours = f"({_pct(r.rounds[-1].test_accuracy)} @ {len(r.rounds) - 1})"
-            else:
-                ours = "not run"
-            ref = reference.get(p, {}).get(a, {})
-            row += [ours, str(ref.get("paper", "—")), str(ref.get("flower", "—"))]
-        lines.append("| " + " | ".join(row) + " |")
+    """Markdown, one row per cell: our final and best accuracy, the published ones."""
+    lines = [
+        "| partition | algorithm | rounds run | final (%) | best (%) "
+        "| Flower baseline, best (%) | paper (%) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        p, a = r.cell.labels["partition"], r.cell.labels["algorithm"]
+        ran = max(len(r.rounds) - 1, 0)
+        final = f"**{_pct(r.final_accuracy)}**" if r.complete else "—"
+        ref = reference.get(p, {}).get(a, {})
+        lines.append(
+            f"| {p} | {a} | {ran}/{r.config.num_rounds} | {final} "
+            f"| {_pct(r.best_accuracy)} | {ref.get('flower', '—')} "
+            f"| {ref.get('paper', 'not retrieved')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -124,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = ", ".join(f"{k} = {v}" for k, v in base.items())
     note = (
-        "Final centralized test accuracy (%) after the last round; **bold** = the "
-        "cell ran with full settings, (acc @ r) = stopped after round r. "
+        "Centralized test accuracy (%) on the 10k test images: after the last "
+        "round (final, **bold** when the cell ran all its rounds) and the best of "
+        "any round (what Flower's baseline reports). "
         f"Settings: {settings}."
     )
     write_results(results_path, results_table(results, reference), note)

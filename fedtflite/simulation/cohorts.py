@@ -100,10 +100,13 @@ def split_cohorts(
 
 
 class WeightedMean:
-    """Running example-weighted mean of lists of arrays (float64 accumulator).
+    """Running example-weighted mean of lists of arrays.
 
     ``add(arrays, w)`` for each client, then ``mean()`` gives
-    ``sum_i w_i arrays_i / sum_i w_i`` in each array's own dtype.
+    ``sum_i w_i arrays_i / sum_i w_i``. It accumulates in each array's own dtype
+    (float32 weights: the precision of Flower's own float32 weighted mean, which
+    sums ``w_i / W * arrays_i``); a float64 accumulator would cost 5x the time
+    (300 vs 40 us per ``mlp`` client).
     """
 
     def __init__(self) -> None:
@@ -117,13 +120,13 @@ class WeightedMean:
         if self._sum is None:
             # np.array copies; 0-d arrays stay arrays, so += below updates them
             # in place (an array times a float would be a numpy scalar).
-            self._sum = [np.array(a, np.float64) for a in arrays]
-            self._dtypes = [np.asarray(a).dtype for a in arrays]
+            self._sum = [np.array(a) for a in arrays]
+            self._dtypes = [acc.dtype for acc in self._sum]
             for acc in self._sum:
-                acc *= weight
+                acc *= acc.dtype.type(weight)
         else:
             for acc, a in zip(self._sum, arrays, strict=True):
-                np.add(acc, np.asarray(a, np.float64) * weight, out=acc)
+                np.add(acc, a * acc.dtype.type(weight), out=acc)
         self.total_weight += weight
         self.count += 1
 
@@ -138,6 +141,6 @@ class WeightedMean:
         if self._sum is None or self.total_weight <= 0:
             raise ValueError("weighted mean of nothing")
         return [
-            (acc / self.total_weight).astype(dt)
+            np.asarray(acc / dt.type(self.total_weight), dt)
             for acc, dt in zip(self._sum, self._dtypes, strict=True)
         ]

@@ -34,6 +34,7 @@ __all__ = [
     "PER_CLIENT",
     "PROXIMAL_MU",
     "STATUS",
+    "TENSORFLOW",
     "TOTAL_COMPUTE_SECONDS",
     "TRAIN_LOSS",
     "WORKER",
@@ -70,6 +71,9 @@ TOTAL_COMPUTE_SECONDS = "total-compute-seconds"
 """Sum of the cohort's clients' on-device seconds."""
 WORKER = "worker"
 """``<ray node id>:<pid>`` of the process that ran the cohort."""
+TENSORFLOW = "tensorflow"
+"""1 when TensorFlow is loaded in the process that ran the cohort (it never
+should be: clients need LiteRT only)."""
 CONTROL = "control"
 """SCAFFOLD: ArrayRecord of the global control variate ``c`` in a train message."""
 CONTROL_DELTA_PREFIX = "dc."

@@ -62,7 +62,7 @@ def free_port() -> Callable[[], int]:
 
 
 # `ray stop`'s order: raylets first (their agents fate-share with them), the GCS
-# last; all at once leaves the GCS and raylets waiting on each other for minutes.
+# last; all at once, the head's GCS and raylet outlive SIGTERM by 20 s and more.
 _STOP_ORDER = ({"raylet"}, None, {"gcs_server"})
 """Process names (``comm``) of each stage; None: every other process."""
 
@@ -103,6 +103,23 @@ def _in_stage(name: str, stage: set[str] | None) -> bool:
     return not any(name in s for s in _STOP_ORDER if s is not None)
 
 
+def _end_sessions(sids: Collection[int]) -> None:
+    sessions = set(sids)
+    for stage in _STOP_ORDER:
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            deadline = time.monotonic() + wait
+            pids = [p for p, n in _members(sessions).items() if _in_stage(n, stage)]
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            while pids and time.monotonic() < deadline:
+                time.sleep(0.1)
+                alive = _members(sessions)
+                pids = [p for p in pids if p in alive]
+            if not pids:
+                break
+
+
 @pytest.fixture(scope="session")
 def end_sessions() -> Callable[[Collection[int]], None]:
     """``end_sessions(sids)``: stop every process of these sessions (and of the
@@ -114,23 +131,6 @@ def end_sessions() -> Callable[[Collection[int]], None]:
     (``start_new_session=True``) holds exactly them, so this never touches other
     Ray clusters on the machine, as ``ray stop`` would.
     """
-
-    def end(sids: Collection[int]) -> None:
-        sessions = set(sids)
-        for stage in _STOP_ORDER:
-            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-                deadline = time.monotonic() + wait
-                pids = [p for p, n in _members(sessions).items() if _in_stage(n, stage)]
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-                while pids and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    alive = _members(sessions)
-                    pids = [p for p in pids if p in alive]
-                if not pids:
-                    break
-
     if not Path("/proc").is_dir():
         pytest.skip("needs Linux /proc to find the processes of a session")
-    return end
+    return _end_sessions

@@ -122,3 +122,85 @@ def test_evaluate_reports_the_cohort_weighted_metrics(run: PreparedRun) -> None:
     assert reply.content.config_records[records.STATUS][records.FAILED] == []
     assert metrics[records.NUM_EXAMPLES] > 0
     assert 0.0 <= metrics[records.EVAL_ACCURACY] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def prox_run(
+    small_config: Callable[..., SimulationConfig],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> PreparedRun:
+    return prepare_run(
+        small_config("strategy=fedprox"), tmp_path_factory.mktemp("prox") / "run"
+    )
+
+
+def _drift(run: PreparedRun, mu: float) -> float:
+    """How far client 0 moves from the global weights in one round."""
+    msg = _message(run, "train", per_client=True)
+    msg.content.config_records[records.CONFIG][records.COHORT] = [0]
+    msg.content.config_records[records.CONFIG][records.PROXIMAL_MU] = mu
+    reply = train(msg, None)  # type: ignore[arg-type]
+    start = msg.content.array_records[records.ARRAYS]
+    end = reply.content[records.client_key(records.ARRAYS, 0)]
+    return float(
+        np.sqrt(sum(np.sum((end[n].numpy() - start[n].numpy()) ** 2) for n in start))
+    )
+
+
+def test_fedprox_mu_from_the_message_reaches_the_device(prox_run: PreparedRun) -> None:
+    free, anchored = _drift(prox_run, 0.0), _drift(prox_run, 5.0)
+
+    # The proximal gradient mu (w - w_g) pulls every step back toward w_g.
+    assert 0 < anchored < 0.7 * free
+    assert _drift(prox_run, 0.0) == free  # mu is set per message, not sticky
+
+
+@pytest.fixture(scope="module")
+def scaffold_run(
+    small_config: Callable[..., SimulationConfig],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> PreparedRun:
+    return prepare_run(
+        small_config("strategy=scaffold"), tmp_path_factory.mktemp("scaf") / "run"
+    )
+
+
+def test_scaffold_client_keeps_its_control_variate_in_its_own_storage(
+    scaffold_run: PreparedRun,
+) -> None:
+    from fedtflite.scaffold import scaffold_client_update
+
+    run = scaffold_run
+    model = ClientModel(Path(run.settings.model_path))
+    names = [p.name for p in model.contract.parameters]
+    rng = np.random.default_rng(1)
+    c = [
+        (1e-3 * rng.normal(size=p.shape)).astype(np.float32)
+        for p in model.contract.parameters
+    ]
+    state = Path(run.settings.state_dir) / "client_0.npz"
+    c_i = [np.zeros_like(a) for a in c]  # before its first round
+    for server_round in (1, 2):
+        msg = _message(run, "train", per_client=True)
+        config = msg.content.config_records[records.CONFIG]
+        config[records.COHORT], config["server-round"] = [0], server_round
+        msg.content[records.CONTROL] = ArrayRecord(
+            array_dict={n: Array(a) for n, a in zip(names, c, strict=True)}
+        )
+        reply = train(msg, None)  # type: ignore[arg-type]
+        arrays = reply.content[records.client_key(records.ARRAYS, 0)]
+        metrics = reply.content[records.client_key(records.METRICS, 0)]
+        steps = -(-int(metrics[records.NUM_EXAMPLES]) // run.settings.batch_size)
+        x = [msg.content[records.ARRAYS][n].numpy() for n in names]
+        y = [arrays[n].numpy() for n in names]
+        expected, delta = scaffold_client_update(
+            c_i, c, x, y, steps * run.settings.local_epochs, run.settings.learning_rate
+        )
+        with np.load(state) as f:
+            stored = [f[f"arr_{i}"] for i in range(len(names))]
+        for e, s, d, n in zip(expected, stored, delta, names, strict=True):
+            np.testing.assert_allclose(s, e, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(
+                arrays[records.CONTROL_DELTA_PREFIX + n].numpy(), d, rtol=0, atol=1e-6
+            )
+        c_i = stored  # what the next round starts from

@@ -9,6 +9,7 @@ and only it (with what it started) is stopped afterwards.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_ROUNDS = 2
+NO_TENSORFLOW_JOB = (
+    '{"runtime_env": {"worker_process_setup_hook": '
+    '"clients.no_tensorflow.block_tensorflow"}}'
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ def flwr_run(
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        # As the README says: keeps TensorFlow out of the Ray workers the
+        # SuperLink's simulation starts (Flower's Ray backend imports it).
+        "RAY_JOB_CONFIG_JSON_ENV_VAR": NO_TENSORFLOW_JOB,
     }
     env.pop("RAY_ADDRESS", None)  # the simulation starts a Ray of its own
     run_config = (
@@ -107,3 +115,11 @@ def test_the_run_directory_holds_every_round_and_the_final_weights(
     assert [r.round for r in history] == list(range(NUM_ROUNDS + 1)), flwr_run.output()
     assert (flwr_run.run_dir / "final_weights.npz").is_file()
     assert history[-1].test_accuracy > history[0].test_accuracy + 0.3
+
+
+def test_no_worker_loaded_tensorflow(flwr_run: FlwrRun) -> None:
+    with (flwr_run.run_dir / "workers.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    assert rows, flwr_run.output()
+    assert {r["tensorflow"] for r in rows} == {"0"}

@@ -9,6 +9,7 @@ would stop every Ray process on the machine.
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 import subprocess
 import sys
@@ -62,14 +63,17 @@ def _ray_start(args: list[str], log: Path) -> int:
     return proc.pid
 
 
-def _alive_node_ids(address: str, expected: int, timeout: float = 60.0) -> frozenset:
+def _alive_node_ids(
+    address: str, expected: int, timeout: float = 60.0
+) -> frozenset[str]:
     import ray
 
-    ray.init(address=address, logging_level="ERROR", configure_logging=True)
+    ray.init(address=address, logging_level=logging.ERROR, configure_logging=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
-            ids = frozenset(n["NodeID"] for n in ray.nodes() if n["Alive"])
+            nodes = ray.nodes()  # type: ignore[no-untyped-call]
+            ids = frozenset(n["NodeID"] for n in nodes if n["Alive"])
             if len(ids) == expected or time.monotonic() > deadline:
                 return ids
             time.sleep(0.5)
@@ -151,3 +155,4 @@ def test_clients_ran_on_both_nodes_of_the_cluster(
 
     assert {int(row["round"]) for row in rows} == set(range(1, NUM_ROUNDS + 1))
     assert nodes == cluster.node_ids
+    assert {row["tensorflow"] for row in rows} == {"0"}  # LiteRT only

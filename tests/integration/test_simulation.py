@@ -113,10 +113,17 @@ def test_run_directory_holds_every_output(
         "partition.csv",
         "partition.png",
         "final_weights.npz",
+        "workers.csv",
     } <= files
     assert "num-clients = 6" in (run.run_dir / "config.toml").read_text()
     with (run.run_dir / "partition.csv").open(newline="") as f:
         assert len(list(csv.DictReader(f))) >= config.num_clients
+    with (run.run_dir / "workers.csv").open(newline="") as f:
+        workers = list(csv.DictReader(f))
+    # Every sampled client (3 train + 3 evaluate per round) ran in a worker
+    # process without TensorFlow.
+    assert sum(int(w["clients"]) for w in workers) == 2 * 6
+    assert {w["tensorflow"] for w in workers} == {"0"}
 
 
 def test_final_weights_reproduce_the_last_test_accuracy(run: History) -> None:

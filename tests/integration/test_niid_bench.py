@@ -1,0 +1,33 @@
+"""The NIID-Bench research script in --quick mode: one round of one epoch, real CNN."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "niid_bench" / "run.py"
+
+
+def test_quick_grid_writes_the_results_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["--quick", "--only", "fedavg,scaffold", "--partitions", "c2", "--out"]
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args, str(tmp_path)])
+
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+
+    assert done.value.code == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| #C=2 |")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| #C=2 | FedAvg | 1/1 | **")
+    assert "| 78.10 ± 2.51 |" in rows[0]  # Flower's FedAvg #C=2, next to ours
+    assert rows[1].startswith("| #C=2 | SCAFFOLD | 1/1 | **")
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert (tmp_path / "c2-scaffold" / "client_state").is_dir()  # c_i on "device"

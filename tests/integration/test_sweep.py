@@ -1,0 +1,95 @@
+"""Sweeps end to end: a two-cell grid of real simulations, resumed, summarised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedtflite.cli import main
+from fedtflite.errors import ConfigError
+from fedtflite.sweep import load_grid, read_sweep, run_sweep, sweep_table
+
+pytestmark = pytest.mark.integration
+
+GRID = """
+[base]
+num-clients = 6
+num-rounds = 1
+fraction-train = 0.5
+fraction-evaluate = 0.5
+seed = 3
+
+[axes.strategy.fedavg]
+label = "FedAvg"
+strategy = "fedavg"
+
+[axes.strategy.fedprox]
+label = "FedProx"
+strategy = "fedprox"
+proximal-mu = 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("grid") / "grid.toml"
+    path.write_text(GRID)
+    return path
+
+
+@pytest.fixture(scope="module")
+def swept(grid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sweep")
+    base, cells = load_grid(grid)
+    run_sweep(base, cells, out, log=lambda line: None)
+    return out
+
+
+def test_every_cell_runs_once_and_is_summarised(grid: Path, swept: Path) -> None:
+    base, cells = load_grid(grid)
+    results = read_sweep(base, cells, swept)
+
+    assert [r.cell.name for r in results] == ["fedavg", "fedprox"]
+    assert all(r.complete and len(r.rounds) == 2 for r in results)
+    assert results[1].config.strategy == "fedprox"
+    assert results[1].config.proximal_mu == 0.1
+    table = sweep_table(results, ["strategy"])
+    assert "| FedAvg | 1/1 |" in table and "| FedProx | 1/1 |" in table
+
+
+def test_a_rerun_skips_complete_cells_and_redoes_a_partial_one(
+    grid: Path, swept: Path
+) -> None:
+    base, cells = load_grid(grid)
+    kept = (swept / "fedavg" / "history.csv").stat().st_mtime_ns
+    (swept / "fedprox" / "final_weights.npz").unlink()  # as if cut off
+    lines: list[str] = []
+
+    results = run_sweep(base, cells, swept, log=lines.append)
+
+    assert lines[0] == "fedavg: complete, skipped"
+    assert lines[1] == "fedprox: running"
+    assert (swept / "fedavg" / "history.csv").stat().st_mtime_ns == kept
+    assert all(r.complete for r in results)
+
+
+def test_cli_reports_without_running(
+    grid: Path, swept: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", str(grid), "--out", str(swept), "--summary", str(tmp_path)]
+    code = main([*args, "--report-only"])
+
+    assert code == 0
+    assert "| FedProx | 1/1 |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert "FedAvg" in capsys.readouterr().out
+
+
+def test_a_bad_cell_fails_before_anything_runs(grid: Path, tmp_path: Path) -> None:
+    base, cells = load_grid(grid)
+    bad = [*cells, type(cells[0])("oops", {"alpha": -1.0}, {"strategy": "bad"})]
+
+    with pytest.raises(ConfigError, match=r"sweep cell 'oops': alpha = -1.0"):
+        run_sweep(base, bad, tmp_path, log=lambda line: None)
+    assert not any(tmp_path.iterdir())
