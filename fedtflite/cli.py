@@ -111,7 +111,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from fedtflite.simulation import load_config, simulate
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # fedtflite's own lines at INFO; other libraries' (alembic, Ray...) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("fedtflite").setLevel(logging.INFO)
     path = args.config if args.config else DEFAULT_CONFIG
     config = load_config(path, args.set)
     history = simulate(config, args.out, progress=not args.no_progress)

@@ -34,6 +34,9 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray 2.55 warns on every start that a future version will stop overriding
+    # accelerator variables when no GPU is requested; this opts into that now.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join([root, *sys.path])
     ray.init(

@@ -1,0 +1,110 @@
+"""Settings that cannot work fail before Ray starts, in one line naming the key.
+
+Each case runs ``fedtflite simulate --set ...`` as a user would (the CLI's
+``main``); starting Ray is replaced by a trap, so a case that got as far as Ray
+fails the test. The partition cases load the real Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import fedtflite.simulation.run as run_module
+from fedtflite.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    def trap(*args: object, **kwargs: object) -> bool:
+        raise AssertionError("Ray was started for a config that cannot work")
+
+    monkeypatch.setattr(run_module, "start_ray", trap)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["alpha=0"], r"^error: alpha = 0\.0 is not valid: expected > 0$"),
+        (["alpha=-1"], r"^error: alpha = -1\.0 is not valid: expected > 0$"),
+        (
+            ["partitioner=pathological", "classes-per-client=11"],
+            r"^error: classes-per-client = 11 is not valid: expected 1\.\.10$",
+        ),
+        (
+            ["classes-per-client=0"],
+            r"^error: classes-per-client = 0 is not valid: expected 1\.\.10$",
+        ),
+        (
+            ["num-clients=60001", "partitioner=iid"],
+            r"^error: num-clients=60001 is invalid; it must be in 1\.\.60000 ",
+        ),
+        (
+            ["num-clients=10000", "min-partition-size=0"],
+            r"^error: client \d+ of num-clients=10000 got no example with "
+            r"partitioner=dirichlet; use fewer num-clients",
+        ),
+        (
+            ["num-clients=10000", "min-partition-size=10"],
+            r"^error: min-partition-size=10 is invalid for num-clients=10000: "
+            r"it must be in 0\.\.6",
+        ),
+        (
+            ["num-client=5"],
+            r"^error: unknown config key 'num-client'; did you mean num-clients",
+        ),
+        (
+            ["learning-rate=fast"],
+            r"^error: learning-rate = 'fast' is not valid: expected a number$",
+        ),
+        (
+            ["strategy=fedsgd"],
+            r"^error: strategy = 'fedsgd' is not valid: expected one of fedavg, ",
+        ),
+        (
+            ["fraction-train=1.5"],
+            r"^error: fraction-train = 1\.5 is not valid: expected a fraction",
+        ),
+        (
+            ["client-test-fraction=0.0"],
+            r"^error: fraction-evaluate = 0\.1 is not valid: expected 0 when "
+            r"client-test-fraction = 0",
+        ),
+        (
+            ["model=nowhere.tflite"],
+            r"^error: model = 'nowhere\.tflite': no such file",
+        ),
+    ],
+)
+def test_bad_setting_fails_in_one_line_before_ray(
+    overrides: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["simulate", "--no-progress", "--out", str(tmp_path / "run")]
+    for o in overrides:
+        args += ["--set", o]
+
+    code = main(args)
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_a_config_file_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["simulate", str(tmp_path / "missing.toml")])
+
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'missing.toml'}: config file not found"
+    )
