@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.procfs import memory_snapshot
-from fedtflite.data import PartitionSpec, load_fashion_mnist, split_local_test
+from fedtflite.data import load_fashion_mnist, split_local_test
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation import RoundRecord, SimulationConfig, load_config, simulate
 from fedtflite.simulation.cohorts import flower_sample_size, sample_clients
@@ -101,16 +101,7 @@ def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) ->
     their batches), ``parameters``, as the worker does.
     """
     model = ClientModel(run_dir / "model.tflite")
-    spec = PartitionSpec(
-        kind=config.partitioner,
-        num_clients=config.num_clients,
-        alpha=config.alpha,
-        classes_per_client=config.classes_per_client,
-        shards_per_client=config.shards_per_client,
-        seed=config.seed,
-        min_partition_size=config.min_partition_size,
-    )
-    parts = load_partition(run_dir / "partition.npz", spec)
+    parts = load_partition(run_dir / "partition.npz", config.partition_spec())
     images, labels = (
         load_fashion_mnist().train.images,
         load_fashion_mnist().train.labels,

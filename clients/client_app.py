@@ -24,6 +24,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 import numpy as np
 from flwr.app import (
@@ -46,6 +48,14 @@ from fedtflite.simulation.settings import ClientSettings
 __all__ = ["app"]
 
 app = ClientApp()
+
+
+class _Timed(Protocol):
+    @property
+    def seconds(self) -> float: ...
+
+
+_R = TypeVar("_R", bound=_Timed)
 
 
 @functools.cache
@@ -83,19 +93,41 @@ def _setup(msg: Message) -> tuple[Worker, ConfigRecord, list[int], list[np.ndarr
     return worker, config, [int(c) for c in cohort], weights
 
 
-def _status(
-    ok: list[int], failed: list[int], errors: list[str], seconds: float
-) -> ConfigRecord:
-    return ConfigRecord(
-        {
-            records.OK: ok,
-            records.FAILED: failed,
-            records.ERRORS: errors,
-            records.TOTAL_COMPUTE_SECONDS: seconds,
-            records.WORKER: _worker_id(),
-            records.TENSORFLOW: int(sys.modules.get("tensorflow") is not None),
-        }
-    )
+class _Cohort:
+    """Runs a cohort's clients one by one; a failing client fails alone."""
+
+    def __init__(self, cohort: list[int]):
+        self.cohort = cohort
+        self.ok: list[int] = []
+        self.failed: list[int] = []
+        self.errors: list[str] = []
+        self.seconds = 0.0
+
+    def run(self, client: Callable[[int], _R]) -> Iterator[tuple[int, _R]]:
+        """``(client id, client(id))`` for every client that did not fail."""
+        for cid in self.cohort:
+            try:
+                result = client(cid)
+            except FedTfliteError as e:
+                self.failed.append(cid)
+                self.errors.append(f"client {cid}: {e}")
+                continue
+            self.ok.append(cid)
+            self.seconds += result.seconds
+            yield cid, result
+
+    def status(self) -> ConfigRecord:
+        """The reply's :data:`~fedtflite.simulation.records.STATUS` record."""
+        return ConfigRecord(
+            {
+                records.OK: self.ok,
+                records.FAILED: self.failed,
+                records.ERRORS: self.errors,
+                records.TOTAL_COMPUTE_SECONDS: self.seconds,
+                records.WORKER: _worker_id(),
+                records.TENSORFLOW: int(sys.modules.get("tensorflow") is not None),
+            }
+        )
 
 
 def _update_arrays(update: ClientUpdate, names: list[str]) -> ArrayRecord:
@@ -120,27 +152,15 @@ def train(msg: Message, context: Context) -> Message:
         control = _arrays(msg.content.array_records[records.CONTROL], names, "control")
     per_client = bool(config.get(records.PER_CLIENT, 1))
 
+    def client(cid: int) -> ClientUpdate:
+        return worker.train(
+            cid, server_round, global_weights, proximal_mu=proximal_mu, control=control
+        )
+
     content = RecordDict()
     mean, loss, seconds = WeightedMean(), WeightedMean(), WeightedMean()
-    ok: list[int] = []
-    failed: list[int] = []
-    errors: list[str] = []
-    total_seconds = 0.0
-    for cid in cohort:
-        try:
-            u = worker.train(
-                cid,
-                server_round,
-                global_weights,
-                proximal_mu=proximal_mu,
-                control=control,
-            )
-        except FedTfliteError as e:
-            failed.append(cid)
-            errors.append(f"client {cid}: {e}")
-            continue
-        ok.append(cid)
-        total_seconds += u.seconds
+    run = _Cohort(cohort)
+    for cid, u in run.run(client):
         if per_client:
             content[records.client_key(records.ARRAYS, cid)] = _update_arrays(u, names)
             content[records.client_key(records.METRICS, cid)] = MetricRecord(
@@ -154,7 +174,7 @@ def train(msg: Message, context: Context) -> Message:
             mean.add(u.weights, u.num_examples)
             loss.add([np.array(u.loss)], u.num_examples)
             seconds.add([np.array(u.seconds)], u.num_examples)
-    if ok and not per_client:
+    if run.ok and not per_client:
         content[records.ARRAYS] = ArrayRecord(
             array_dict={n: Array(w) for n, w in zip(names, mean.mean(), strict=True)}
         )
@@ -165,7 +185,7 @@ def train(msg: Message, context: Context) -> Message:
                 records.COMPUTE_SECONDS: float(seconds.mean()[0]),
             }
         )
-    content[records.STATUS] = _status(ok, failed, errors, total_seconds)
+    content[records.STATUS] = run.status()
     return Message(content=content, reply_to=msg)
 
 
@@ -177,31 +197,21 @@ def evaluate(msg: Message, context: Context) -> Message:
     weighted by ``num-examples``. Clients without test examples weigh 0.
     """
     worker, _, cohort, global_weights = _setup(msg)
-    n_total, loss_sum, correct, total_seconds = 0, 0.0, 0.0, 0.0
-    ok: list[int] = []
-    failed: list[int] = []
-    errors: list[str] = []
-    for cid in cohort:
-        try:
-            r = worker.evaluate(cid, global_weights)
-        except FedTfliteError as e:
-            failed.append(cid)
-            errors.append(f"client {cid}: {e}")
-            continue
-        ok.append(cid)
-        total_seconds += r.seconds
+    n_total, loss_sum, correct = 0, 0.0, 0.0
+    run = _Cohort(cohort)
+    for _, r in run.run(lambda cid: worker.evaluate(cid, global_weights)):
         if r.num_examples:
             n_total += r.num_examples
             loss_sum += r.loss * r.num_examples
             correct += r.accuracy * r.num_examples
-    content = RecordDict({records.STATUS: _status(ok, failed, errors, total_seconds)})
-    if ok:
+    content = RecordDict({records.STATUS: run.status()})
+    if run.ok:
         content[records.METRICS] = MetricRecord(
             {
                 records.NUM_EXAMPLES: n_total,
                 records.EVAL_LOSS: loss_sum / n_total if n_total else 0.0,
                 records.EVAL_ACCURACY: correct / n_total if n_total else 0.0,
-                records.COMPUTE_SECONDS: total_seconds / len(ok),
+                records.COMPUTE_SECONDS: run.seconds / len(run.ok),
             }
         )
     return Message(content=content, reply_to=msg)

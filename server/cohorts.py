@@ -147,39 +147,37 @@ class CohortSampling:
             )
         return out
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Flower's configure_train, sent as cohorts of seeded-sampled clients."""
-        template = list(
-            super().configure_train(  # type: ignore[misc]
-                server_round, arrays, config, _VirtualGrid(self.num_clients)
-            )
-        )
-        out = self._cohort_messages(template, server_round, grid, _TRAIN)
+    def _send(
+        self, template: Iterable[Message], server_round: int, grid: Grid, phase: int
+    ) -> list[Message]:
+        """Flower's messages (one per sampled client) as cohort messages, counted."""
+        template = list(template)
+        out = self._cohort_messages(template, server_round, grid, phase)
         s = self._round(server_round)
-        s.clients_sampled = len(template)
+        if phase == _TRAIN:
+            s.clients_sampled = len(template)
+        else:
+            s.eval_clients = len(template)
         s.messages += len(out)
         if template:
             s.bytes_down += len(template) * _record_bytes(template[0].content)
         return out
 
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's configure_train, sent as cohorts of seeded-sampled clients."""
+        virtual = _VirtualGrid(self.num_clients)
+        flower = super().configure_train(server_round, arrays, config, virtual)  # type: ignore[misc]
+        return self._send(flower, server_round, grid, _TRAIN)
+
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Flower's configure_evaluate, sent as cohorts of seeded-sampled clients."""
-        template = list(
-            super().configure_evaluate(  # type: ignore[misc]
-                server_round, arrays, config, _VirtualGrid(self.num_clients)
-            )
-        )
-        out = self._cohort_messages(template, server_round, grid, _EVALUATE)
-        s = self._round(server_round)
-        s.eval_clients = len(template)
-        s.messages += len(out)
-        if template:
-            s.bytes_down += len(template) * _record_bytes(template[0].content)
-        return out
+        virtual = _VirtualGrid(self.num_clients)
+        flower = super().configure_evaluate(server_round, arrays, config, virtual)  # type: ignore[misc]
+        return self._send(flower, server_round, grid, _EVALUATE)
 
     def _unpack(
         self, replies: Iterable[Message], s: RoundStats, *, train: bool

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from fedtflite.data.partition import PartitionSpec
 from fedtflite.errors import ConfigError
 
 __all__ = [
@@ -155,6 +156,18 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def partition_spec(self) -> PartitionSpec:
+        """The partition these settings describe."""
+        return PartitionSpec(
+            kind=self.partitioner,
+            num_clients=self.num_clients,
+            alpha=self.alpha,
+            classes_per_client=self.classes_per_client,
+            shards_per_client=self.shards_per_client,
+            seed=self.seed,
+            min_partition_size=self.min_partition_size,
+        )
 
     def to_mapping(self) -> dict[str, Any]:
         """The config as ``{kebab-key: value}``."""

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from fedtflite.data import (
-    PartitionSpec,
     load_fashion_mnist,
     partition_stats,
     validate_partition_spec,
@@ -150,15 +149,7 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    spec = PartitionSpec(
-        kind=config.partitioner,
-        num_clients=config.num_clients,
-        alpha=config.alpha,
-        classes_per_client=config.classes_per_client,
-        shards_per_client=config.shards_per_client,
-        seed=config.seed,
-        min_partition_size=config.min_partition_size,
-    )
+    spec = config.partition_spec()
     validate_partition_spec(spec, len(data.train.labels))
     parts = cached_partition(data.train.labels, spec)
     timings["partition"] = time.perf_counter() - t

@@ -66,16 +66,12 @@ class ClientSettings:
     state_dir: str
 
     def partition_spec(self) -> PartitionSpec:
-        """The partition these settings describe."""
-        return PartitionSpec(
-            kind=self.partition_kind,
-            num_clients=self.num_clients,
-            alpha=self.alpha,
-            classes_per_client=self.classes_per_client,
-            shards_per_client=self.shards_per_client,
-            seed=self.seed,
-            min_partition_size=self.min_partition_size,
-        )
+        """The partition these settings describe (``partition_kind`` is its kind)."""
+        values = {
+            f.name: getattr(self, "partition_kind" if f.name == "kind" else f.name)
+            for f in fields(PartitionSpec)
+        }
+        return PartitionSpec(**values)
 
     def to_config(self) -> dict[str, Any]:
         """Entries for a Flower ConfigRecord (keys prefixed ``run.``)."""
