@@ -33,7 +33,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
@@ -110,6 +118,7 @@ class CohortSampling:
     cohort_size: int
     per_client: bool
     stats: dict[int, RoundStats]
+    _dtypes: dict[str, np.dtype[Any]]
 
     def _round(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats())
@@ -167,6 +176,7 @@ class CohortSampling:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Flower's configure_train, sent as cohorts of seeded-sampled clients."""
+        self._dtypes = {k: a.numpy().dtype for k, a in arrays.items()}
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_train(server_round, arrays, config, virtual)  # type: ignore[misc]
         return self._send(flower, server_round, grid, _TRAIN)
@@ -248,6 +258,15 @@ class CohortSampling:
         metrics: MetricRecord | None
         arrays, metrics = super().aggregate_train(server_round, unpacked)  # type: ignore[misc]
         s.train_metrics = _scalars(metrics)
+        if arrays is not None:
+            # Flower's FedOpt family (FedAdam, FedYogi, FedAdagrad) returns float64
+            # arrays; the model's restore takes its own dtype (float32).
+            arrays = ArrayRecord(
+                array_dict={
+                    k: Array(np.asarray(a.numpy(), self._dtypes.get(k)))
+                    for k, a in arrays.items()
+                }
+            )
         return arrays, metrics
 
     def aggregate_evaluate(
