@@ -153,7 +153,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         results,
         summary / "accuracy.png",
         panel_axis=axes[0] if len(axes) > 1 else None,
-        title=args.grid.stem,
+        title=f"{args.grid.parent.name}/{args.grid.name}",
     )
     print(table)
     print(f"wrote {summary / 'summary.md'} and {summary / 'accuracy.png'}")
