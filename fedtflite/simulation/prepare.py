@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -155,6 +156,9 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
     timings["partition"] = time.perf_counter() - t
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing the
+    # directory starts, as its server does, from nothing.
+    shutil.rmtree(run_dir / "client_state", ignore_errors=True)
     run_dir = run_dir.resolve()
     (run_dir / "config.toml").write_text(config_to_toml(config))
     model_path = run_dir / "model.tflite"

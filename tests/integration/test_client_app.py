@@ -204,3 +204,18 @@ def test_scaffold_client_keeps_its_control_variate_in_its_own_storage(
                 arrays[records.CONTROL_DELTA_PREFIX + n].numpy(), d, rtol=0, atol=1e-6
             )
         c_i = stored  # what the next round starts from
+
+
+def test_a_new_run_in_the_same_directory_forgets_client_state(
+    small_config: Callable[..., SimulationConfig], tmp_path: Path
+) -> None:
+    config = small_config("strategy=scaffold")
+    first = prepare_run(config, tmp_path / "run")
+    stale = Path(first.settings.state_dir) / "client_0.npz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"c_i of an earlier run")
+
+    again = prepare_run(config, tmp_path / "run")
+
+    assert again.settings.state_dir == first.settings.state_dir
+    assert not stale.exists()
