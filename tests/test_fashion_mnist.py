@@ -250,3 +250,14 @@ def test_real_data_survives_an_unwritable_cache(tmp_path: Path) -> None:
     data = load_fashion_mnist(DEBIAN_DATA_DIR, cache_dir=not_a_dir)
 
     assert data.train.images.shape == (60_000, 28, 28)
+
+
+@needs_real_data
+def test_uint8_train_split_converts_to_the_float_one_exactly(cache_root: Path) -> None:
+    data = load_fashion_mnist(DEBIAN_DATA_DIR, cache_dir=cache_root)
+    images, labels = fm.load_train_uint8(DEBIAN_DATA_DIR, cache_dir=cache_root)
+
+    assert images.dtype == np.uint8 and images.shape == (60_000, 28, 28)
+    np.testing.assert_array_equal(labels, data.train.labels)
+    np.testing.assert_array_equal(fm.to_float(images[:500]), data.train.images[:500])
+    assert fm.to_float(images[7:9]).dtype == np.float32

@@ -13,9 +13,11 @@ from fedtflite.data.fashion_mnist import (
     download_fashion_mnist,
     find_data_dir,
     load_fashion_mnist,
+    load_train_uint8,
     read_idx,
     read_idx_images,
     read_idx_labels,
+    to_float,
 )
 from fedtflite.data.partition import (
     PARTITION_KINDS,
@@ -38,12 +40,14 @@ __all__ = [
     "download_fashion_mnist",
     "find_data_dir",
     "load_fashion_mnist",
+    "load_train_uint8",
     "partition_indices",
     "partition_stats",
     "read_idx",
     "read_idx_images",
     "read_idx_labels",
     "split_local_test",
+    "to_float",
     "validate_partition_spec",
     "write_partition_stats",
 ]
