@@ -102,10 +102,8 @@ def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) ->
     """
     model = ClientModel(run_dir / "model.tflite")
     parts = load_partition(run_dir / "partition.npz", config.partition_spec())
-    images, labels = (
-        load_fashion_mnist().train.images,
-        load_fashion_mnist().train.labels,
-    )
+    train = load_fashion_mnist().train
+    images, labels = train.images, train.labels
     k = flower_sample_size(
         config.num_clients, config.fraction_train, config.min_train_clients
     )
