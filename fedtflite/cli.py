@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedtflite.errors import FedTfliteError
+from fedtflite.errors import ConfigError, FedTfliteError
 
 __all__ = ["main"]
 
@@ -116,7 +116,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     logging.getLogger("fedtflite").setLevel(logging.INFO)
     path = args.config if args.config else DEFAULT_CONFIG
     config = load_config(path, args.set)
-    history = simulate(config, args.out, progress=not args.no_progress)
+    if args.resume and args.out is None:
+        raise ConfigError("--resume needs --out, the run directory to go on from")
+    history = simulate(
+        config, args.out, progress=not args.no_progress, resume=args.resume
+    )
     last = history.rounds[-1]
     print(
         f"final test accuracy {last.test_accuracy:.4f} (loss {last.test_loss:.4f}) "
@@ -232,6 +236,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="run directory (default runs/<time>)"
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the --out directory's checkpoint (after its last round)",
+    )
     s.set_defaults(func=_cmd_simulate)
 
     w = sub.add_parser(

@@ -8,6 +8,7 @@ handle them all; the CLI turns them into exit code 2 without a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DataFormatError",
     "DataMissingError",
@@ -73,3 +74,8 @@ class PartitionError(FedTfliteError):
 
 class ConfigError(FedTfliteError):
     """An unknown configuration key or a value outside its valid range."""
+
+
+class CheckpointError(FedTfliteError):
+    """A run directory's checkpoint that cannot be resumed (unreadable, written
+    for another config, or ahead of its ``history.csv``)."""

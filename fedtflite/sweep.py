@@ -3,8 +3,9 @@
 A sweep is a base config plus named *cells*, each a set of ``key = value``
 overrides (kebab-case, as ``--set``). Each cell runs in ``out_dir/<cell>/`` with
 :func:`fedtflite.simulation.simulate`; a cell whose ``history.csv`` already holds
-every round is skipped, so an interrupted sweep picks up where it stopped (a cell
-cut off mid-run starts again from round 0). Cells run one after another in this
+every round is skipped, and a cell cut off mid-run goes on after the last round of
+its checkpoint (:mod:`fedtflite.simulation.checkpoint`), so an interrupted sweep
+picks up where it stopped. Cells run one after another in this
 process (each simulation already uses every core through Ray), or ``jobs`` at a
 time as ``fedtflite simulate`` subprocesses; with ``ray-address`` set, every cell
 joins the same Ray cluster.
@@ -24,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedtflite.errors import ConfigError
+from fedtflite.errors import CheckpointError, ConfigError
+from fedtflite.simulation.checkpoint import (
+    CHECKPOINT_FILE,
+    check_resumable,
+    load_checkpoint,
+)
 from fedtflite.simulation.config import (
     SimulationConfig,
     config_from_mapping,
@@ -179,6 +185,23 @@ def _is_complete(run_dir: Path, config: SimulationConfig) -> bool:
     return len(rows) == config.num_rounds + 1
 
 
+def _resume_round(
+    run_dir: Path, config: SimulationConfig, log: Callable[[str], None]
+) -> int | None:
+    """The round a partial cell's checkpoint holds, or None when it cannot go on."""
+    path = run_dir / CHECKPOINT_FILE
+    try:
+        checkpoint = load_checkpoint(path)
+        if checkpoint is None:
+            return None
+        rounds = len(read_history(run_dir / "history.csv"))
+        check_resumable(checkpoint, config.to_mapping(), rounds, path)
+    except (CheckpointError, OSError, ValueError, TypeError) as e:
+        log(f"{run_dir.name}: starts again from round 0 ({e})")
+        return None
+    return checkpoint.round
+
+
 def read_sweep(
     base: Mapping[str, Any], cells: Sequence[Cell], out_dir: Path
 ) -> list[CellResult]:
@@ -245,8 +268,11 @@ def run_sweep(
         if _is_complete(cell_dir, configs[cell.name]):
             log(f"{cell.name}: complete, skipped")
             continue
-        if cell_dir.exists():
-            shutil.rmtree(cell_dir)  # a partial run restarts from round 0
+        after = _resume_round(cell_dir, configs[cell.name], log)
+        if after is not None:
+            log(f"{cell.name}: goes on after round {after}")
+        elif cell_dir.exists():
+            shutil.rmtree(cell_dir)  # a partial run without checkpoint: round 0
         todo.append(cell)
     if jobs == 1:
         from fedtflite.simulation import simulate
@@ -254,7 +280,9 @@ def run_sweep(
         for cell in todo:
             start = time.perf_counter()
             log(f"{cell.name}: running")
-            history = simulate(configs[cell.name], out / cell.name, progress=False)
+            history = simulate(
+                configs[cell.name], out / cell.name, progress=False, resume=True
+            )
             log(
                 f"{cell.name}: test accuracy {history.final_accuracy:.4f} "
                 f"({time.perf_counter() - start:.0f} s)"
@@ -292,6 +320,7 @@ def _run_subprocesses(
                         "--out",
                         str(cell_dir),
                         "--no-progress",
+                        "--resume",
                     ],
                     stdout=logfile,
                     stderr=subprocess.STDOUT,

@@ -29,6 +29,7 @@ The history counts failed clients in ``clients_failed``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,8 @@ __all__ = ["CohortSampling", "RoundStats"]
 
 _log = logging.getLogger("fedtflite")
 _TRAIN, _EVALUATE = 0, 1
+NODE_TIMEOUT = 300.0
+"""Seconds a round waits for the first Flower node to connect."""
 
 
 @dataclass
@@ -90,6 +93,29 @@ class _VirtualGrid:
         return self._ids
 
 
+def _wait_for_nodes(grid: Grid, timeout: float = NODE_TIMEOUT) -> list[int]:
+    """The grid's node ids, once at least one node has connected.
+
+    Flower's own sampling waits for nodes too, but it runs on the virtual grid;
+    the real one can still be empty when the first round starts right away (a
+    resumed run skips the initial evaluation that otherwise gives the simulation
+    engine's nodes time to register).
+    """
+    start = last_log = time.monotonic()
+    while not (nodes := sorted(grid.get_node_ids())):
+        now = time.monotonic()
+        if now - start > timeout:
+            raise RuntimeError(
+                f"no Flower node connected within {timeout:.0f} s; is the "
+                "simulation engine (or the SuperNodes) running?"
+            )
+        if now - last_log > 10:
+            _log.warning("waiting for Flower nodes to connect (%.0f s)", now - start)
+            last_log = now
+        time.sleep(0.05)
+    return nodes
+
+
 def _record_bytes(content: RecordDict) -> int:
     return sum(int(r.count_bytes()) for r in content.array_records.values())
 
@@ -111,6 +137,9 @@ class CohortSampling:
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
     ``num_clients``, ``cohort_size`` (0 = one cohort per node), ``per_client``
     (reply every client's update instead of a pre-aggregated cohort), ``stats``.
+    ``round_offset`` (set by a resumed run) is added to the round numbers Flower's
+    loop passes in, so that round ``k`` of a run resumed after round ``r`` is
+    round ``r + k`` everywhere: sampling, the clients' seeds, the statistics.
     """
 
     seed: int
@@ -118,6 +147,7 @@ class CohortSampling:
     cohort_size: int
     per_client: bool
     stats: dict[int, RoundStats]
+    round_offset: int = 0
     _dtypes: dict[str, np.dtype[Any]]
 
     def _round(self, server_round: int) -> RoundStats:
@@ -132,7 +162,7 @@ class CohortSampling:
     ) -> list[Message]:
         if not template:
             return []
-        nodes = sorted(grid.get_node_ids())
+        nodes = _wait_for_nodes(grid)
         chosen = sample_clients(
             self.seed, server_round, phase, self.num_clients, len(template)
         )
@@ -176,6 +206,7 @@ class CohortSampling:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Flower's configure_train, sent as cohorts of seeded-sampled clients."""
+        server_round += self.round_offset
         self._dtypes = {k: a.numpy().dtype for k, a in arrays.items()}
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_train(server_round, arrays, config, virtual)  # type: ignore[misc]
@@ -185,6 +216,7 @@ class CohortSampling:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Flower's configure_evaluate, sent as cohorts of seeded-sampled clients."""
+        server_round += self.round_offset
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_evaluate(server_round, arrays, config, virtual)  # type: ignore[misc]
         return self._send(flower, server_round, grid, _EVALUATE)
@@ -243,6 +275,7 @@ class CohortSampling:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Flower's aggregate_train on the unpacked replies."""
+        server_round += self.round_offset
         s = self._round(server_round)
         unpacked, ok = self._unpack(replies, s, train=True)
         s.clients_ok, s.clients_failed = ok, s.clients_sampled - ok
@@ -273,6 +306,7 @@ class CohortSampling:
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Flower's aggregate_evaluate on the unpacked replies with test examples."""
+        server_round += self.round_offset
         s = self._round(server_round)
         unpacked, ok = self._unpack(replies, s, train=False)
         s.eval_failed = s.eval_clients - ok

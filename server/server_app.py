@@ -20,6 +20,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
 from fedtflite.runtime import ClientModel, EvalResult
+from fedtflite.simulation.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    save_checkpoint,
+)
 from fedtflite.simulation.config import config_from_mapping
 from fedtflite.simulation.history import (
     AccuracyPlot,
@@ -29,7 +34,12 @@ from fedtflite.simulation.history import (
     RoundRecord,
 )
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
-from server.strategies import RoundStats, make_strategy
+from server.strategies import (
+    RoundStats,
+    load_strategy_state,
+    make_strategy,
+    strategy_state,
+)
 
 __all__ = ["app", "run_server"]
 
@@ -71,18 +81,28 @@ def run_server(
     Writes ``history.csv``, ``accuracy.png``, ``workers.csv`` (which worker
     process ran how many clients each round, and whether TensorFlow was loaded
     in it) and ``final_weights.npz`` to the run directory; ``callbacks`` get every
-    round too.
+    round too. After every round it writes ``checkpoint.npz`` (removed when the
+    last round is done); a run prepared with ``resume`` goes on from it, after
+    the rounds it already has (which the callbacks get first).
     """
     config = run.config
     model = ClientModel(Path(run.settings.model_path))
     test = load_fashion_mnist(run.settings.data_dir or None).test
     names = [p.name for p in model.contract.parameters]
-    initial = model.parameters()
+    strategy = make_strategy(config)
+    ckpt = run.checkpoint
+    if ckpt is None:
+        initial = model.parameters()
+        done = 0
+    else:
+        initial = [ckpt.weights[n] for n in names]
+        load_strategy_state(strategy, ckpt.strategy_state)
+        done = strategy.round_offset = ckpt.round
     arrays = ArrayRecord(
         array_dict={n: Array(w) for n, w in zip(names, initial, strict=True)}
     )
 
-    rows: list[RoundRecord] = []
+    rows: list[RoundRecord] = list(run.history)
     cbs: list[RoundCallback] = [
         CsvHistory(run.run_dir / "history.csv"),
         AccuracyPlot(
@@ -93,13 +113,24 @@ def run_server(
         ProgressBar(config.num_rounds, enabled=progress),
         *(callbacks or []),
     ]
-    strategy = make_strategy(config)
+    for row in rows:  # a resumed run's earlier rounds
+        for cb in cbs:
+            cb.on_round(row)
     clock = [time.perf_counter()]
+    checkpoint_path = run.run_dir / CHECKPOINT_FILE
 
     def central_evaluation(
         server_round: int, global_arrays: ArrayRecord
     ) -> MetricRecord:
+        server_round += done
         weights = [global_arrays[n].numpy() for n in names]
+        if rows and server_round == rows[-1].round:
+            # Flower's loop evaluates its initial weights: a resumed run's
+            # checkpoint, evaluated already.
+            last = rows[-1]
+            return MetricRecord(
+                {"test-loss": last.test_loss, "test-accuracy": last.test_accuracy}
+            )
         if server_round % config.evaluate_every and server_round != config.num_rounds:
             result = EvalResult(0, math.nan, math.nan, 0.0)
         else:
@@ -117,6 +148,15 @@ def run_server(
                 run.run_dir / "final_weights.npz",
                 **dict(zip(names, weights, strict=True)),  # type: ignore[arg-type]
             )
+            checkpoint_path.unlink(missing_ok=True)
+        else:
+            state = Checkpoint(
+                server_round,
+                config.to_mapping(),
+                dict(zip(names, weights, strict=True)),
+                strategy_state(strategy),
+            )
+            save_checkpoint(checkpoint_path, state)
         return MetricRecord(
             {"test-loss": result.loss, "test-accuracy": result.accuracy}
         )
@@ -130,7 +170,7 @@ def run_server(
         strategy.start(
             grid=grid,
             initial_arrays=arrays,
-            num_rounds=config.num_rounds,
+            num_rounds=config.num_rounds - done,
             train_config=train_config,
             evaluate_config=ConfigRecord(run.settings.to_config()),
             evaluate_fn=central_evaluation,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp import strategy as fl
 
 from fedtflite.simulation import records
@@ -20,7 +22,7 @@ from fedtflite.simulation.config import SimulationConfig
 from server.cohorts import CohortSampling, RoundStats
 from server.scaffold import Scaffold
 
-__all__ = ["RoundStats", "make_strategy"]
+__all__ = ["RoundStats", "load_strategy_state", "make_strategy", "strategy_state"]
 
 
 _CLASSES: dict[str, type[fl.FedAvg]] = {
@@ -94,3 +96,50 @@ def make_strategy(config: SimulationConfig) -> Any:
     strategy.per_client = config.strategy not in PRE_AGGREGATED
     strategy.stats = {}
     return strategy
+
+
+_STATE_ATTRIBUTES = ("current_arrays", "momentum_vector", "m_t", "v_t", "control")
+"""Attributes that carry a strategy's state from one round to the next: FedAvgM's
+``current_arrays`` and ``momentum_vector``, the FedOpt family's ``m_t`` and
+``v_t`` (their ``current_arrays`` is reset every round), SCAFFOLD's ``control``.
+The other strategies keep none beyond the global weights."""
+
+
+def strategy_state(strategy: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The strategy's state as ``{attribute: {key: array}}`` (for a checkpoint).
+
+    A list attribute is keyed by position (``"0"``, ``"1"``, ...); an attribute
+    that is None (not set yet) is left out.
+    """
+    state: dict[str, dict[str, np.ndarray]] = {}
+    for attr in _STATE_ATTRIBUTES:
+        value = getattr(strategy, attr, None)
+        if isinstance(value, ArrayRecord):
+            state[attr] = {k: a.numpy() for k, a in value.items()}
+        elif attr == "current_arrays":
+            continue  # the FedOpt family's: a dict reset from the weights every round
+        elif isinstance(value, dict):
+            state[attr] = {k: np.asarray(a) for k, a in value.items()}
+        elif isinstance(value, list):
+            state[attr] = {str(i): np.asarray(a) for i, a in enumerate(value)}
+    return state
+
+
+def load_strategy_state(strategy: Any, state: dict[str, dict[str, np.ndarray]]) -> None:
+    """Set the attributes :func:`strategy_state` saved, in their original types."""
+    for attr, values in state.items():
+        if attr not in _STATE_ATTRIBUTES or not hasattr(strategy, attr):
+            raise ValueError(
+                f"checkpoint holds strategy state {attr!r}, which "
+                f"{type(strategy).__name__} does not have"
+            )
+        if attr == "momentum_vector":
+            setattr(strategy, attr, [values[str(i)] for i in range(len(values))])
+        elif attr in ("m_t", "v_t"):
+            setattr(strategy, attr, dict(values))
+        else:
+            setattr(
+                strategy,
+                attr,
+                ArrayRecord(array_dict={k: Array(v) for k, v in values.items()}),
+            )

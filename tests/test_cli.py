@@ -201,3 +201,12 @@ def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     with np.load(weights) as saved:
         shapes = [saved[f"arr_{i}"].shape for i in range(len(saved.files))]
     assert shapes == [(784, 128), (128,), (128, 10), (10,)]
+
+
+def test_resume_without_a_run_directory_is_one_line(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["simulate", "--resume", "--no-progress"]) == 2
+    out, err = capfd.readouterr()
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "--resume needs --out" in err

@@ -127,3 +127,26 @@ def test_cohort_means_aggregate_like_their_clients() -> None:
     np.testing.assert_allclose(
         by_cohort["a0"].numpy(), per_client["a0"].numpy(), rtol=0, atol=1e-6
     )
+
+
+class _LateGrid:
+    """A grid whose nodes connect on the third look."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def get_node_ids(self) -> list[int]:
+        self.looks += 1
+        return [12, 11] if self.looks >= 3 else []
+
+
+def test_a_round_waits_for_the_first_nodes_to_connect() -> None:
+    from server.cohorts import _wait_for_nodes
+
+    grid = _LateGrid()
+    assert _wait_for_nodes(grid) == [11, 12]  # type: ignore[arg-type]
+    assert grid.looks == 3
+    never = _LateGrid()
+    never.looks = -(10**9)
+    with pytest.raises(RuntimeError, match="no Flower node connected within 0 s"):
+        _wait_for_nodes(never, timeout=0.0)  # type: ignore[arg-type]

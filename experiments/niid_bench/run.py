@@ -1,8 +1,9 @@
 """NIID-Bench's Fashion-MNIST grid on fedtflite: partitions x algorithms.
 
 Runs every cell of ``grid.toml`` (5 partitions x FedAvg, FedProx, SCAFFOLD) with
-:func:`fedtflite.sweep.run_sweep`, resumably: a finished cell is never rerun, so
-the grid can be stopped and restarted, split across sessions (``--only``,
+:func:`fedtflite.sweep.run_sweep`, resumably: a finished cell is never rerun and
+an unfinished one goes on after its checkpoint's round, so the grid can be
+stopped and restarted, split across sessions (``--only``,
 ``--partitions``) or machines, and run on a Ray cluster (``--set
 ray-address=auto``). Then it writes the results table of ``RESULTS.md`` (between
 its ``results`` markers; the text around them is kept), next to the numbers

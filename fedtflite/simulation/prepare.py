@@ -22,11 +22,18 @@ from fedtflite.data import (
     validate_partition_spec,
     write_partition_stats,
 )
-from fedtflite.errors import ConfigError, DataShapeError
+from fedtflite.errors import CheckpointError, ConfigError, DataShapeError
 from fedtflite.models.cache import cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.runtime import ClientModel
+from fedtflite.simulation.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    check_resumable,
+    load_checkpoint,
+)
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
+from fedtflite.simulation.history import RoundRecord, read_history
 from fedtflite.simulation.partition_file import cached_partition, save_partition
 from fedtflite.simulation.settings import ClientSettings
 
@@ -51,6 +58,10 @@ class PreparedRun:
         Seconds spent on each preparation step (model, data, partition).
     background : tuple of threading.Thread
         Writers still running (the partition chart); :meth:`wait` joins them.
+    checkpoint : Checkpoint or None
+        Where a resumed run goes on from (None: it starts at round 0).
+    history : tuple of RoundRecord
+        A resumed run's rounds up to its checkpoint (empty otherwise).
     """
 
     config: SimulationConfig
@@ -58,6 +69,8 @@ class PreparedRun:
     settings: ClientSettings
     timings: dict[str, float]
     background: tuple[threading.Thread, ...] = ()
+    checkpoint: Checkpoint | None = None
+    history: tuple[RoundRecord, ...] = ()
 
     def wait(self) -> None:
         """Join the background writers."""
@@ -124,14 +137,28 @@ def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) ->
         )
 
 
-def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
+def prepare_run(
+    config: SimulationConfig, run_dir: Path, *, resume: bool = False
+) -> PreparedRun:
     """Validate everything, write the run directory, compute the partition once.
+
+    Parameters
+    ----------
+    config : SimulationConfig
+    run_dir : Path
+    resume : bool
+        Go on from ``run_dir``'s checkpoint (:mod:`fedtflite.simulation.checkpoint`)
+        when it has one; without it (or without a checkpoint) the run starts at
+        round 0 and the directory's earlier checkpoint and client state are
+        dropped.
 
     Raises
     ------
     FedTfliteError
-        Any bad setting, model file or data set, before Ray starts.
+        Any bad setting, model file or data set, or a checkpoint that does not
+        fit ``config``, before Ray starts.
     """
+    checkpoint, history = _resume_point(config, run_dir) if resume else (None, ())
     timings = {}
     t = time.perf_counter()
     model_bytes = resolve_model(config)
@@ -156,9 +183,11 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
     timings["partition"] = time.perf_counter() - t
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing the
-    # directory starts, as its server does, from nothing.
-    shutil.rmtree(run_dir / "client_state", ignore_errors=True)
+    if checkpoint is None:
+        # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing
+        # the directory starts, as its server does, from nothing.
+        shutil.rmtree(run_dir / "client_state", ignore_errors=True)
+        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     run_dir = run_dir.resolve()
     (run_dir / "config.toml").write_text(config_to_toml(config))
     model_path = run_dir / "model.tflite"
@@ -190,7 +219,39 @@ def prepare_run(config: SimulationConfig, run_dir: Path) -> PreparedRun:
         learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
         state_dir=str(run_dir / "client_state"),
     )
-    return PreparedRun(config, run_dir, settings, timings, (plotter,))
+    return PreparedRun(
+        config, run_dir, settings, timings, (plotter,), checkpoint, history
+    )
+
+
+def _resume_point(
+    config: SimulationConfig, run_dir: Path
+) -> tuple[Checkpoint | None, tuple[RoundRecord, ...]]:
+    """``run_dir``'s checkpoint and its history up to it, checked against ``config``."""
+    path = run_dir / CHECKPOINT_FILE
+    checkpoint = load_checkpoint(path)
+    if checkpoint is None:
+        return None, ()
+    try:
+        rows = read_history(run_dir / "history.csv")
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"{run_dir / 'history.csv'}: unreadable beside {path} ({e}); delete the "
+            "checkpoint to start from round 0"
+        ) from None
+    check_resumable(checkpoint, config.to_mapping(), len(rows), path)
+    state_dir = run_dir / "client_state"
+    if (
+        config.strategy == "scaffold"
+        and checkpoint.round > 0
+        and not any(state_dir.glob("client_*.npz"))
+    ):
+        raise CheckpointError(
+            f"{path} is at round {checkpoint.round} of a SCAFFOLD run but "
+            f"{state_dir} holds no client state (c_i); copy it back or start the "
+            "run from round 0 (without resume)"
+        )
+    return checkpoint, tuple(rows[: checkpoint.round + 1])
 
 
 def _write_stats(stats: np.ndarray, run_dir: Path) -> None:

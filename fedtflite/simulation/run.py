@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fedtflite.errors import ConfigError
 from fedtflite.simulation.cohorts import flower_sample_size
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
@@ -70,6 +71,7 @@ def simulate(
     *,
     callbacks: list[RoundCallback] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> History:
     """Run a federated simulation and return its history.
 
@@ -83,6 +85,13 @@ def simulate(
         Extra per-round callbacks (the CSV, plot and progress bar are built in).
     progress : bool
         Show the progress bar.
+    resume : bool
+        Go on after the last round of ``run_dir``'s checkpoint (written after
+        every round; see :mod:`fedtflite.simulation.checkpoint`) instead of
+        starting over; a directory without one starts at round 0. The config
+        must be the run's own, except for where and how long it runs
+        (``num-rounds``, ``ray-address``, ``client-cpus``, ``cohort-size``,
+        ``data-dir``).
 
     Raises
     ------
@@ -90,7 +99,11 @@ def simulate(
         Any bad setting, model or data, before Ray starts.
     """
     t0 = time.perf_counter()
-    run = prepare_run(config, Path(run_dir) if run_dir else default_run_dir())
+    if resume and not run_dir:
+        raise ConfigError("resume needs the run directory to go on from (run_dir)")
+    run = prepare_run(
+        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
+    )
     if not run.settings.learning_rate:
         _log.warning(
             "%s has no set_learning_rate: learning-rate is ignored", config.model

@@ -12,10 +12,12 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flwr.app import Message
 
 from fedtflite.data import find_data_dir
 from fedtflite.errors import DataMissingError
@@ -47,6 +49,41 @@ def small_config() -> Callable[..., SimulationConfig]:
         return load_config(None, [*SMALL, *overrides])
 
     return make
+
+
+class InProcessGrid:
+    """Two nodes; a message is answered by calling the ClientApp's handler.
+
+    Stands in for Flower's simulation engine where a test needs the real
+    ServerApp and ClientApp code in one process (seconds instead of a Ray start).
+    """
+
+    pull_interval = 0.0
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [11, 12]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        from clients.client_app import evaluate, train
+
+        handlers: dict[str, Any] = {"train": train, "evaluate": evaluate}
+        return [handlers[m.metadata.message_type](m, None) for m in messages]
+
+
+@pytest.fixture
+def in_process_grid(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An :class:`InProcessGrid`, with the Flower task identity its handlers need
+    and a fresh worker cache."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    import clients.worker as worker_module
+
+    for attr in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+    worker_module.get_worker.cache_clear()
+    return InProcessGrid()
 
 
 @pytest.fixture(scope="session")

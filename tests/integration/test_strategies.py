@@ -9,14 +9,12 @@ float32 and finite, and it learns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from flwr.app import Message
+from flwr.serverapp import Grid
 
-import clients.worker as worker_module
-from clients.client_app import evaluate, train
 from fedtflite.simulation import SimulationConfig
 from fedtflite.simulation.config import STRATEGIES
 from fedtflite.simulation.prepare import prepare_run
@@ -25,45 +23,19 @@ from server.server_app import run_server
 pytestmark = pytest.mark.integration
 
 
-class InProcessGrid:
-    """Two nodes; a message is answered by calling the ClientApp handler."""
-
-    pull_interval = 0.0
-
-    def get_node_ids(self) -> Iterable[int]:
-        return [11, 12]
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        handlers = {"train": train, "evaluate": evaluate}
-        return [
-            handlers[m.metadata.message_type](m, None)  # type: ignore[arg-type]
-            for m in messages
-        ]
-
-
-@pytest.fixture(autouse=True)
-def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr in ("_run_id", "_task_id", "_node_id"):
-        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
-    worker_module.get_worker.cache_clear()
-
-
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_aggregates_every_client_and_learns(
     strategy: str,
     small_config: Callable[..., SimulationConfig],
     tmp_path_factory: pytest.TempPathFactory,
+    in_process_grid: Grid,
 ) -> None:
     config = small_config(
         f"strategy={strategy}", "num-clients=8", "fraction-train=0.5", "num-rounds=3"
     )
     run = prepare_run(config, tmp_path_factory.mktemp(strategy) / "run")
 
-    rows = run_server(InProcessGrid(), run, progress=False)  # type: ignore[arg-type]
+    rows = run_server(in_process_grid, run, progress=False)
     run.wait()
 
     assert [r.round for r in rows] == [0, 1, 2, 3]

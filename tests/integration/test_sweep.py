@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fedtflite.cli import main
 from fedtflite.errors import ConfigError
+from fedtflite.simulation.checkpoint import CHECKPOINT_FILE
+from fedtflite.simulation.config import config_from_mapping
+from fedtflite.simulation.history import RoundRecord, read_history
+from fedtflite.simulation.prepare import prepare_run
 from fedtflite.sweep import load_grid, read_sweep, run_sweep, sweep_table
+from server.server_app import run_server
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +78,44 @@ def test_a_rerun_skips_complete_cells_and_redoes_a_partial_one(
     assert lines[1] == "fedprox: running"
     assert (swept / "fedavg" / "history.csv").stat().st_mtime_ns == kept
     assert all(r.complete for r in results)
+
+
+class _CutOffError(Exception):
+    pass
+
+
+class _CutAt:
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.at:
+            raise _CutOffError
+
+    def on_end(self) -> None:
+        pass
+
+
+def test_a_cell_cut_off_mid_run_goes_on_from_its_checkpoint(
+    grid: Path, tmp_path: Path, in_process_grid: Any
+) -> None:
+    base, cells = load_grid(grid)
+    base = {**base, "num-rounds": 3}
+    fedprox = [c for c in cells if c.name == "fedprox"]
+    config = config_from_mapping({**base, **fedprox[0].overrides})
+    cut = prepare_run(config, tmp_path / "fedprox")
+    with pytest.raises(_CutOffError):  # cut off during round 2 (its row is written)
+        run_server(in_process_grid, cut, [_CutAt(2)], progress=False)
+    before = read_history(tmp_path / "fedprox" / "history.csv")
+    lines: list[str] = []
+
+    results = run_sweep(base, fedprox, tmp_path, log=lines.append)
+
+    assert lines[:2] == ["fedprox: goes on after round 1", "fedprox: running"]
+    assert results[0].complete and len(results[0].rounds) == 4
+    kept = [(r.round, r.test_accuracy, r.seconds) for r in results[0].rounds[:2]]
+    assert kept == [(r.round, r.test_accuracy, r.seconds) for r in before[:2]]
+    assert not (tmp_path / "fedprox" / CHECKPOINT_FILE).exists()
 
 
 def test_cli_reports_without_running(

@@ -1,0 +1,165 @@
+"""A run's per-round checkpoint: what the server needs to go on after a crash.
+
+After every round the server writes ``checkpoint.npz`` in the run directory: the
+round, the config it ran with, the global weights, and the strategy's own state
+(FedAvgM's momentum, FedAdam's moments, SCAFFOLD's control variate, ...). A run
+resumed from it continues with the next round and, because client sampling and
+shuffling are seeded by ``(seed, round, client)``, produces the same history and
+weights as a run that was never interrupted. Clients' stored state (SCAFFOLD's
+``c_i``) lives in their own files (:mod:`clients.worker`), versioned by round.
+
+The file is written atomically (a temporary file, then a rename): a run killed
+while writing it keeps the previous round's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedtflite.errors import CheckpointError
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "EXECUTION_KEYS",
+    "Checkpoint",
+    "check_resumable",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FILE = "checkpoint.npz"
+"""The checkpoint's name inside a run directory."""
+
+EXECUTION_KEYS = frozenset(
+    {"num-rounds", "ray-address", "client-cpus", "cohort-size", "data-dir"}
+)
+"""Config keys a resumed run may change: where and how long it runs, not what it
+computes (``cohort-size`` and ``client-cpus`` regroup clients into messages, which
+changes only the order of the float32 sums of pre-aggregation)."""
+
+_WEIGHTS, _STATE, _META = "w/", "s/", "meta"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The server's state after round ``round``.
+
+    Attributes
+    ----------
+    round : int
+        The last finished round (0 = the initial weights).
+    config : dict
+        The run's config as ``{kebab-key: value}``.
+    weights : dict of str to np.ndarray
+        The global weights by parameter name, in export order.
+    strategy_state : dict of str to dict of str to np.ndarray
+        The strategy's state attributes (``attribute -> {key: array}``).
+    """
+
+    round: int
+    config: dict[str, Any]
+    weights: dict[str, np.ndarray]
+    strategy_state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (temporary file, then rename)."""
+    arrays: dict[str, np.ndarray] = {
+        _WEIGHTS + name: w for name, w in checkpoint.weights.items()
+    }
+    for attr, values in checkpoint.strategy_state.items():
+        for key, a in values.items():
+            arrays[f"{_STATE}{attr}/{key}"] = a
+    meta = {
+        "round": checkpoint.round,
+        "config": checkpoint.config,
+        "weights": list(checkpoint.weights),
+        "state": {attr: list(v) for attr, v in checkpoint.strategy_state.items()},
+    }
+    arrays[_META] = np.array(json.dumps(meta))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> Checkpoint | None:
+    """The checkpoint at ``path``, or None when there is none.
+
+    Raises
+    ------
+    CheckpointError
+        The file exists but is not a readable checkpoint.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f[_META]))
+            weights = {n: f[_WEIGHTS + n] for n in meta["weights"]}
+            state = {
+                attr: {k: f[f"{_STATE}{attr}/{k}"] for k in keys}
+                for attr, keys in meta["state"].items()
+            }
+            return Checkpoint(int(meta["round"]), dict(meta["config"]), weights, state)
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f"{path}: not a readable fedtflite checkpoint ({type(e).__name__}: {e}); "
+            "delete it to start the run from round 0"
+        ) from None
+
+
+def check_resumable(
+    checkpoint: Checkpoint, config: Mapping[str, Any], history_rounds: int, path: Path
+) -> None:
+    """Raise unless ``config`` may go on from ``checkpoint``.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+    config : mapping
+        The resuming run's config as ``{kebab-key: value}``.
+    history_rounds : int
+        Rows in the run's ``history.csv`` (rounds 0..n-1).
+    path : Path
+        The checkpoint file (named in the errors).
+
+    Raises
+    ------
+    CheckpointError
+        A key other than :data:`EXECUTION_KEYS` differs, the run already has
+        ``num-rounds`` rounds, or the history ends before the checkpoint.
+    """
+    changed = sorted(
+        k
+        for k in set(config) | set(checkpoint.config)
+        if k not in EXECUTION_KEYS and config.get(k) != checkpoint.config.get(k)
+    )
+    if changed:
+        diffs = ", ".join(
+            f"{k} = {checkpoint.config.get(k)!r} there, {config.get(k)!r} now"
+            for k in changed[:3]
+        )
+        raise CheckpointError(
+            f"{path} was written by another config ({diffs}); resume with the same "
+            f"config (only {', '.join(sorted(EXECUTION_KEYS))} may change) or use "
+            "another run directory"
+        )
+    num_rounds = int(config["num-rounds"])
+    if checkpoint.round >= num_rounds:
+        raise CheckpointError(
+            f"{path} is at round {checkpoint.round}: nothing to resume for "
+            f"num-rounds = {num_rounds} (raise num-rounds to go on)"
+        )
+    if history_rounds <= checkpoint.round:
+        raise CheckpointError(
+            f"{path} is at round {checkpoint.round} but history.csv beside it ends at "
+            f"round {history_rounds - 1}; delete the checkpoint to start from round 0"
+        )
