@@ -208,5 +208,6 @@ def test_resume_without_a_run_directory_is_one_line(
 ) -> None:
     assert main(["simulate", "--resume", "--no-progress"]) == 2
     out, err = capfd.readouterr()
+    assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "--resume needs --out" in err
