@@ -137,3 +137,25 @@ def test_a_bad_cell_fails_before_anything_runs(grid: Path, tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"sweep cell 'oops': alpha = -1.0"):
         run_sweep(base, bad, tmp_path, log=lambda line: None)
     assert not any(tmp_path.iterdir())
+
+
+def test_parallel_cells_run_as_subprocesses_and_resume(
+    grid: Path, tmp_path: Path, in_process_grid: Any
+) -> None:
+    # Two cells at once (each a `fedtflite simulate --resume` subprocess with one
+    # CPU): one starts from nothing, one goes on from a checkpoint after round 1.
+    base, cells = load_grid(grid)
+    base = {**base, "num-rounds": 2, "client-cpus": 1}
+    fedavg = next(c for c in cells if c.name == "fedavg")
+    config = config_from_mapping({**base, **fedavg.overrides})
+    cut = prepare_run(config, tmp_path / "fedavg")
+    with pytest.raises(_CutOffError):
+        run_server(in_process_grid, cut, [_CutAt(2)], progress=False)
+    lines: list[str] = []
+
+    results = run_sweep(base, cells, tmp_path, jobs=2, log=lines.append)
+
+    assert "fedavg: goes on after round 1" in lines
+    assert all(r.complete and len(r.rounds) == 3 for r in results)
+    log = (tmp_path / "fedavg" / "simulate.log").read_text()
+    assert "final test accuracy" in log
