@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         base.update(QUICK)
     base.update(parse_overrides(args.set))
+    grid_cells = cells
     for flag, pos in ((args.partitions, 0), (args.only, 1)):
         if flag:
             keep = set(flag.split(","))
@@ -97,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "RESULTS.md" if args.quick else HERE / "RESULTS.md"
     )
     try:
-        if args.report_only:
-            results = read_sweep(base, cells, args.out)
-        else:
-            results = run_sweep(base, cells, args.out, jobs=args.jobs)
+        if not args.report_only:
+            run_sweep(base, cells, args.out, jobs=args.jobs)
+        # The table always shows the whole grid (a subset run fills in its cells).
+        results = read_sweep(base, grid_cells, args.out)
     except FedTfliteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
