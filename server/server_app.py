@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
+from fedtflite.errors import ConfigError
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
     CHECKPOINT_FILE,
@@ -194,11 +195,20 @@ def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """``flwr run`` entry: read ``context.run_config`` once, prepare, run."""
+    """``flwr run`` entry: read ``context.run_config`` once, prepare, run.
+
+    Besides the config keys, ``run-dir`` names the run directory and ``resume =
+    true`` goes on from its checkpoint (see :func:`fedtflite.simulate`).
+    """
     values = dict(context.run_config)
     run_dir = str(values.pop("run-dir", ""))
+    resume = bool(values.pop("resume", False))
     config = config_from_mapping(values)
-    run = prepare_run(config, Path(run_dir) if run_dir else default_run_dir())
+    if resume and not run_dir:
+        raise ConfigError("resume = true needs run-dir, the run to go on from")
+    run = prepare_run(
+        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
+    )
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
         run_server(grid, run)

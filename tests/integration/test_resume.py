@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedtflite.errors import CheckpointError
+from fedtflite.errors import CheckpointError, ConfigError
 from fedtflite.simulation import RoundRecord, SimulationConfig, simulate
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.history import TIME_COLUMNS
@@ -170,3 +170,29 @@ def test_a_scaffold_checkpoint_needs_its_clients_state(
 
     with pytest.raises(CheckpointError, match="holds no client state"):
         prepare_run(config, run.run_dir, resume=True)
+
+
+def test_flwr_run_entry_resumes_with_run_config(
+    small_config: Callable[..., SimulationConfig],
+    tmp_path: Path,
+    in_process_grid: Any,
+) -> None:
+    from flwr.app import Context, RecordDict
+
+    from server.server_app import main
+
+    config = small_config("num-rounds=3")
+    run = prepare_run(config, tmp_path / "run")
+    with pytest.raises(CrashError):
+        run_server(in_process_grid, run, [CrashAt(2)], progress=False)
+    values = {**config.to_mapping(), "run-dir": str(run.run_dir), "resume": True}
+    context = Context(1, 1, {}, RecordDict(), values)
+
+    main(in_process_grid, context)
+
+    rows = (run.run_dir / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
+    assert not (run.run_dir / CHECKPOINT_FILE).exists()
+    del values["run-dir"]
+    with pytest.raises(ConfigError, match="resume = true needs run-dir"):
+        main(in_process_grid, Context(1, 1, {}, RecordDict(), values))
