@@ -148,9 +148,9 @@ def prepare_run(
     run_dir : Path
     resume : bool
         Go on from ``run_dir``'s checkpoint (:mod:`fedtflite.simulation.checkpoint`)
-        when it has one; without it (or without a checkpoint) the run starts at
-        round 0 and the directory's earlier checkpoint and client state are
-        dropped.
+        when it has one (a directory with neither checkpoint nor history starts
+        at round 0). Without it the run starts at round 0 and the directory's
+        earlier checkpoint and client state are dropped.
 
     Raises
     ------
@@ -231,6 +231,13 @@ def _resume_point(
     path = run_dir / CHECKPOINT_FILE
     checkpoint = load_checkpoint(path)
     if checkpoint is None:
+        if (run_dir / "history.csv").is_file():
+            # Starting over would overwrite the rounds it has.
+            raise CheckpointError(
+                f"{run_dir} has a history.csv but no {CHECKPOINT_FILE}: the run "
+                "finished (or predates checkpoints), so there is nothing to resume; "
+                "run without resume to start it over, or use another directory"
+            )
         return None, ()
     try:
         rows = read_history(run_dir / "history.csv")

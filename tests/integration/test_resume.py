@@ -114,6 +114,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(
     assert not (cut.run_dir / CHECKPOINT_FILE).exists()  # done: no checkpoint
     history = (cut.run_dir / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 5
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        prepare_run(config, cut.run_dir, resume=True)  # would overwrite it
 
 
 def test_a_checkpoint_resumes_only_its_own_config(
