@@ -365,7 +365,8 @@ def plot_sweep(
 ) -> Path:
     """Test accuracy per round of every cell, one panel per option of ``panel_axis``.
 
-    Within a panel, one line per cell, labelled with the cell's other axes.
+    Within a panel, one line per cell that has rounds, labelled with the cell's
+    other axes (a cell that has not run is marked "not run" in the legend).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -383,6 +384,8 @@ def plot_sweep(
                 ", ".join(v for a, v in r.cell.labels.items() if a != panel_axis)
                 or r.cell.name
             )
+            if not r.rounds:
+                label += " (not run)"
             ax.plot(
                 [row.round for row in r.rounds],
                 [100 * row.test_accuracy for row in r.rounds],
@@ -391,6 +394,7 @@ def plot_sweep(
         ax.set(
             title=f"{panel_axis} = {key}" if panel_axis else title,
             xlabel="round",
+            xlim=(0, max(r.config.num_rounds for r in group)),
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
