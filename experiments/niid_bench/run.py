@@ -26,12 +26,30 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fedtflite.data import load_fashion_mnist
 from fedtflite.errors import FedTfliteError
+from fedtflite.runtime import ClientModel
 from fedtflite.simulation import parse_overrides
+from fedtflite.simulation.partition_file import cached_partition
+from fedtflite.simulation.prepare import resolve_model
 from fedtflite.sweep import CellResult, load_grid, plot_sweep, read_sweep, run_sweep
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+CLASSES = (
+    "T-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "boot",
+)
+"""Fashion-MNIST's class names, by label."""
 QUICK = {"num-rounds": 1, "local-epochs": 1}
 
 
@@ -59,15 +77,71 @@ def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_class_table(results: list[CellResult], out_dir: Path) -> str:
+    """Markdown: each complete cell's final test accuracy per class (%)."""
+    test = load_fashion_mnist(None).test
+    lines = [
+        "| partition | algorithm | all | " + " | ".join(CLASSES) + " |",
+        "|---|---|---:|" + "---:|" * len(CLASSES),
+    ]
+    for r in results:
+        if not r.complete:
+            continue
+        model = ClientModel(resolve_model(r.config))
+        names = [p.name for p in model.contract.parameters]
+        with np.load(out_dir / r.cell.name / "final_weights.npz") as f:
+            model.restore([f[n] for n in names])
+        predicted = model.predict(test.images).argmax(axis=1)
+        per_class = [
+            np.mean(predicted[test.labels == c] == c) for c in range(len(CLASSES))
+        ]
+        cells = " | ".join(f"{100 * a:.0f}" for a in per_class)
+        overall = np.mean(predicted == test.labels)
+        p, a = r.cell.labels["partition"], r.cell.labels["algorithm"]
+        lines.append(f"| {p} | {a} | {100 * overall:.1f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def class_sets(results: list[CellResult]) -> str:
+    """Markdown: the classes each client holds, for each #C=k partition."""
+    labels = load_fashion_mnist(None).train.labels
+    lines = []
+    seen = set()
+    for r in results:
+        spec = r.config.partition_spec()
+        p = r.cell.labels["partition"]
+        if spec.kind != "pathological" or p in seen:
+            continue
+        seen.add(p)
+        parts = cached_partition(labels, spec)
+        sets = [
+            "{" + ", ".join(CLASSES[c] for c in np.unique(labels[idx])) + "}"
+            for idx in parts
+        ]
+        lines.append(
+            f"- {p}: " + "; ".join(f"client {i} {s}" for i, s in enumerate(sets))
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_block(path: Path, name: str, content: str) -> None:
+    """Replace the text between ``path``'s ``<!-- name:begin/end -->`` markers.
+
+    A missing file is created; a file without the markers gets them at its end.
+    """
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{content}{end}"
+    text = path.read_text() if path.is_file() else "# NIID-Bench on fedtflite\n"
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        path.write_text(before + block + rest.split(end, 1)[1])
+    else:
+        path.write_text(f"{text.rstrip()}\n\n{block}\n")
+
+
 def write_results(path: Path, table: str, note: str) -> None:
     """Replace the text between the results markers of ``path`` (or create it)."""
-    block = f"{BEGIN}\n{note}\n\n{table}{END}"
-    if path.is_file() and BEGIN in (text := path.read_text()) and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        path.write_text(before + block + after)
-    else:
-        path.write_text(f"# NIID-Bench on fedtflite\n\n{block}\n")
+    write_block(path, "results", f"{note}\n\n{table}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Settings: {settings}."
     )
     write_results(results_path, results_table(results, reference), note)
+    write_block(results_path, "per-class", per_class_table(results, args.out))
+    write_block(results_path, "class-sets", class_sets(results))
     plot_sweep(
         results,
         results_path.with_name("accuracy.png"),

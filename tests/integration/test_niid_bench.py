@@ -24,13 +24,21 @@ def test_quick_grid_writes_the_results_table(
 
     assert done.value.code == 0
     text = (tmp_path / "RESULTS.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| #C=2 |")]
+    results = text.split("<!-- results:end -->")[0]
+    rows = [line for line in results.splitlines() if line.startswith("| #C=2 |")]
     assert len(rows) == 3
     assert rows[0].startswith("| #C=2 | FedAvg | 1/1 | **")
     assert "| 78.10 ± 2.51 |" in rows[0]  # Flower's FedAvg #C=2, next to ours
     assert rows[1].startswith("| #C=2 | FedProx | 0/1 | — |")  # not in this subset
     assert rows[2].startswith("| #C=2 | SCAFFOLD | 1/1 | **")
-    table = [line for line in text.splitlines() if line.startswith("|")]
+    table = [line for line in results.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 15  # header, rule and the whole grid
+    per_class = text.split("<!-- per-class:begin -->")[1].split("<!-- per-class:end")[0]
+    rows = [line for line in per_class.splitlines() if line.startswith("| #C=2 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["FedAvg", "SCAFFOLD"]  # run ones
+    assert len(rows[0].split(" | ")) == 2 + 1 + 10  # partition, algorithm, all, 10
+    sets = text.split("<!-- class-sets:begin -->")[1].split("<!-- class-sets:end")[0]
+    c2 = next(line for line in sets.splitlines() if line.startswith("- #C=2:"))
+    assert c2.count("client ") == 10 and c2.count(",") == 10  # 2 classes each
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "c2-scaffold" / "client_state").is_dir()  # c_i on "device"
