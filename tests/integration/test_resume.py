@@ -61,6 +61,25 @@ class Counting:
         return list(self.grid.send_and_receive(messages, **kw))
 
 
+def _cut_off(config: SimulationConfig, run_dir: Path, grid: Any, at: int) -> Path:
+    """Run ``config`` in ``run_dir`` until it crashes while recording round ``at``."""
+    run = prepare_run(config, run_dir)
+    with pytest.raises(CrashError):
+        run_server(grid, run, [CrashAt(at)], progress=False)
+    return run_dir
+
+
+@pytest.fixture
+def cut_run(
+    small_config: Callable[..., SimulationConfig],
+    tmp_path: Path,
+    in_process_grid: Any,
+) -> tuple[SimulationConfig, Path]:
+    """A 3-round run cut off while recording round 2 (checkpoint at round 1)."""
+    config = small_config("num-rounds=3")
+    return config, _cut_off(config, tmp_path / "run", in_process_grid, at=2)
+
+
 def _same(a: RoundRecord, b: RoundRecord) -> bool:
     for k, v in asdict(a).items():
         w = getattr(b, k)
@@ -93,10 +112,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(
     whole = prepare_run(config, tmp_path / "whole")
     expected = run_server(in_process_grid, whole, progress=False)
 
-    cut = prepare_run(config, tmp_path / "cut")
-    with pytest.raises(CrashError):
-        run_server(in_process_grid, cut, [CrashAt(3)], progress=False)
-    checkpoint = load_checkpoint(cut.run_dir / CHECKPOINT_FILE)
+    cut_dir = _cut_off(config, tmp_path / "cut", in_process_grid, at=3)
+    checkpoint = load_checkpoint(cut_dir / CHECKPOINT_FILE)
     assert checkpoint is not None and checkpoint.round == 2
 
     resumed = prepare_run(config, tmp_path / "cut", resume=True)
@@ -108,40 +125,37 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(
     assert [r.round for r in got] == [0, 1, 2, 3, 4]
     for a, b in zip(got, expected, strict=True):
         assert _same(a, b), (a, b)
-    final, want = _weights(cut.run_dir), _weights(whole.run_dir)
+    final, want = _weights(cut_dir), _weights(whole.run_dir)
     for name in want:
         np.testing.assert_array_equal(final[name], want[name])
-    assert not (cut.run_dir / CHECKPOINT_FILE).exists()  # done: no checkpoint
-    history = (cut.run_dir / "history.csv").read_text().splitlines()
+    assert not (cut_dir / CHECKPOINT_FILE).exists()  # done: no checkpoint
+    history = (cut_dir / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 5
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        prepare_run(config, cut.run_dir, resume=True)  # would overwrite it
+        prepare_run(config, cut_dir, resume=True)  # would overwrite it
 
 
 def test_a_checkpoint_resumes_only_its_own_config(
     small_config: Callable[..., SimulationConfig],
-    tmp_path: Path,
+    cut_run: tuple[SimulationConfig, Path],
     in_process_grid: Any,
 ) -> None:
-    config = small_config("num-rounds=3")
-    run = prepare_run(config, tmp_path / "run")
-    with pytest.raises(CrashError):
-        run_server(in_process_grid, run, [CrashAt(2)], progress=False)
+    config, run_dir = cut_run
 
     with pytest.raises(CheckpointError, match=r"learning-rate = 0\.05 there, 0\.1 now"):
         prepare_run(
-            small_config("num-rounds=3", "learning-rate=0.1"), run.run_dir, resume=True
+            small_config("num-rounds=3", "learning-rate=0.1"), run_dir, resume=True
         )
     with pytest.raises(CheckpointError, match="nothing to resume for num-rounds = 1"):
-        prepare_run(small_config("num-rounds=1"), run.run_dir, resume=True)
+        prepare_run(small_config("num-rounds=1"), run_dir, resume=True)
     # Where and how long it runs may change; a run without resume starts over.
     longer = prepare_run(
-        small_config("num-rounds=5", "cohort-size=1"), run.run_dir, resume=True
+        small_config("num-rounds=5", "cohort-size=1"), run_dir, resume=True
     )
     assert longer.checkpoint is not None and longer.checkpoint.round == 1
-    fresh = prepare_run(config, run.run_dir)
+    fresh = prepare_run(config, run_dir)
     assert fresh.checkpoint is None
-    assert not (run.run_dir / CHECKPOINT_FILE).exists()
+    assert not (run_dir / CHECKPOINT_FILE).exists()
 
 
 def test_simulate_resumes_on_ray(
@@ -164,14 +178,12 @@ def test_a_scaffold_checkpoint_needs_its_clients_state(
     in_process_grid: Any,
 ) -> None:
     config = small_config("strategy=scaffold", "num-rounds=3")
-    run = prepare_run(config, tmp_path / "run")
-    with pytest.raises(CrashError):
-        run_server(in_process_grid, run, [CrashAt(2)], progress=False)
-    for f in (run.run_dir / "client_state").iterdir():
+    run_dir = _cut_off(config, tmp_path / "run", in_process_grid, at=2)
+    for f in (run_dir / "client_state").iterdir():
         f.unlink()  # e.g. only the checkpoint was copied to another machine
 
     with pytest.raises(CheckpointError, match="holds no client state"):
-        prepare_run(config, run.run_dir, resume=True)
+        prepare_run(config, run_dir, resume=True)
 
 
 def test_flwr_run_entry_resumes_with_run_config(
@@ -184,17 +196,15 @@ def test_flwr_run_entry_resumes_with_run_config(
     from server.server_app import main
 
     config = small_config("num-rounds=3")
-    run = prepare_run(config, tmp_path / "run")
-    with pytest.raises(CrashError):
-        run_server(in_process_grid, run, [CrashAt(2)], progress=False)
-    values = {**config.to_mapping(), "run-dir": str(run.run_dir), "resume": True}
+    run_dir = _cut_off(config, tmp_path / "run", in_process_grid, at=2)
+    values = {**config.to_mapping(), "run-dir": str(run_dir), "resume": True}
     context = Context(1, 1, {}, RecordDict(), values)
 
     main(in_process_grid, context)
 
-    rows = (run.run_dir / "history.csv").read_text().splitlines()
+    rows = (run_dir / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
-    assert not (run.run_dir / CHECKPOINT_FILE).exists()
+    assert not (run_dir / CHECKPOINT_FILE).exists()
     del values["run-dir"]
     with pytest.raises(ConfigError, match="resume = true needs run-dir"):
         main(in_process_grid, Context(1, 1, {}, RecordDict(), values))
