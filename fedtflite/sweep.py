@@ -26,11 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.errors import CheckpointError, ConfigError
-from fedtflite.simulation.checkpoint import (
-    CHECKPOINT_FILE,
-    check_resumable,
-    load_checkpoint,
-)
+from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, resume_point
 from fedtflite.simulation.config import (
     SimulationConfig,
     config_from_mapping,
@@ -189,17 +185,14 @@ def _resume_round(
     run_dir: Path, config: SimulationConfig, log: Callable[[str], None]
 ) -> int | None:
     """The round a partial cell's checkpoint holds, or None when it cannot go on."""
-    path = run_dir / CHECKPOINT_FILE
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        return None  # cut off before its first checkpoint: round 0
     try:
-        checkpoint = load_checkpoint(path)
-        if checkpoint is None:
-            return None
-        rounds = len(read_history(run_dir / "history.csv"))
-        check_resumable(checkpoint, config.to_mapping(), rounds, path)
-    except (CheckpointError, OSError, ValueError, TypeError) as e:
+        checkpoint, _ = resume_point(run_dir, config.to_mapping())
+    except CheckpointError as e:
         log(f"{run_dir.name}: starts again from round 0 ({e})")
         return None
-    return checkpoint.round
+    return None if checkpoint is None else checkpoint.round
 
 
 def read_sweep(

@@ -13,9 +13,11 @@ from fedtflite.simulation.checkpoint import (
     Checkpoint,
     check_resumable,
     load_checkpoint,
+    resume_point,
     save_checkpoint,
 )
 from fedtflite.simulation.config import config_from_mapping
+from fedtflite.simulation.history import CsvHistory, RoundRecord
 from server.strategies import load_strategy_state, make_strategy, strategy_state
 
 
@@ -77,6 +79,35 @@ def test_only_execution_keys_may_change_on_resume(tmp_path: Path) -> None:
         check_resumable(ckpt, {**ckpt.config, "num-rounds": 7}, 8, path)
     with pytest.raises(CheckpointError, match=r"history\.csv beside it ends at"):
         check_resumable(ckpt, ckpt.config, 6, path)
+
+
+def _write_history(run_dir: Path, rounds: int) -> None:
+    history = CsvHistory(run_dir / "history.csv")
+    for r in range(rounds):
+        history.on_round(RoundRecord(r, 0.5, 0.1 * r, *[0.0] * 3, *[0] * 5, 0.0, 0, 0))
+
+
+def test_resume_point_is_the_checkpoint_and_the_rows_up_to_it(tmp_path: Path) -> None:
+    ckpt = _checkpoint()  # round 7
+    assert resume_point(tmp_path, ckpt.config) == (None, ())  # nothing there yet
+
+    _write_history(tmp_path, 9)  # a row past the checkpoint: cut off mid-write
+    with pytest.raises(CheckpointError, match=r"has a history\.csv but no checkpoint"):
+        resume_point(tmp_path, ckpt.config)
+
+    save_checkpoint(tmp_path / "checkpoint.npz", ckpt)
+    got, rows = resume_point(tmp_path, ckpt.config)
+    assert got is not None and got.round == 7
+    assert [r.round for r in rows] == list(range(8))
+    assert rows[-1].test_accuracy == pytest.approx(0.7)
+
+    scaffold = {**ckpt.config, "strategy": "scaffold"}
+    save_checkpoint(tmp_path / "checkpoint.npz", Checkpoint(7, scaffold, ckpt.weights))
+    with pytest.raises(CheckpointError, match="round 7 of a SCAFFOLD run"):
+        resume_point(tmp_path, scaffold)
+    (tmp_path / "client_state").mkdir()
+    (tmp_path / "client_state" / "client_0.npz").write_bytes(b"")
+    assert resume_point(tmp_path, scaffold)[0] is not None
 
 
 @pytest.mark.parametrize(

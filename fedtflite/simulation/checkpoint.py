@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedtflite.errors import CheckpointError
+from fedtflite.simulation.history import RoundRecord, read_history
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -32,6 +33,7 @@ __all__ = [
     "Checkpoint",
     "check_resumable",
     "load_checkpoint",
+    "resume_point",
     "save_checkpoint",
 ]
 
@@ -163,3 +165,63 @@ def check_resumable(
             f"{path} is at round {checkpoint.round} but history.csv beside it ends at "
             f"round {history_rounds - 1}; delete the checkpoint to start from round 0"
         )
+
+
+def resume_point(
+    run_dir: Path, config: Mapping[str, Any]
+) -> tuple[Checkpoint | None, tuple[RoundRecord, ...]]:
+    """``run_dir``'s checkpoint and its history up to it, checked against ``config``.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory.
+    config : mapping
+        The resuming run's config as ``{kebab-key: value}``.
+
+    Returns
+    -------
+    (Checkpoint or None, tuple of RoundRecord)
+        ``(None, ())`` for a directory with neither checkpoint nor history (the
+        run starts at round 0); else the checkpoint and the history rows up to
+        and including its round.
+
+    Raises
+    ------
+    CheckpointError
+        The directory holds a history but no checkpoint (a finished run, which a
+        resume would overwrite), an unreadable checkpoint or history, a checkpoint
+        :func:`check_resumable` refuses, or a SCAFFOLD checkpoint past round 0
+        without the clients' stored ``c_i``.
+    """
+    path = run_dir / CHECKPOINT_FILE
+    checkpoint = load_checkpoint(path)
+    if checkpoint is None:
+        if (run_dir / "history.csv").is_file():
+            # Starting over would overwrite the rounds it has.
+            raise CheckpointError(
+                f"{run_dir} has a history.csv but no {CHECKPOINT_FILE}: the run "
+                "finished (or predates checkpoints), so there is nothing to resume; "
+                "run without resume to start it over, or use another directory"
+            )
+        return None, ()
+    try:
+        rows = read_history(run_dir / "history.csv")
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"{run_dir / 'history.csv'}: unreadable beside {path} ({e}); delete the "
+            "checkpoint to start from round 0"
+        ) from None
+    check_resumable(checkpoint, config, len(rows), path)
+    state_dir = run_dir / "client_state"
+    if (
+        config.get("strategy") == "scaffold"
+        and checkpoint.round > 0
+        and not any(state_dir.glob("client_*.npz"))
+    ):
+        raise CheckpointError(
+            f"{path} is at round {checkpoint.round} of a SCAFFOLD run but "
+            f"{state_dir} holds no client state (c_i); copy it back or start the "
+            "run from round 0 (without resume)"
+        )
+    return checkpoint, tuple(rows[: checkpoint.round + 1])

@@ -22,18 +22,13 @@ from fedtflite.data import (
     validate_partition_spec,
     write_partition_stats,
 )
-from fedtflite.errors import CheckpointError, ConfigError, DataShapeError
+from fedtflite.errors import ConfigError, DataShapeError
 from fedtflite.models.cache import cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation.checkpoint import (
-    CHECKPOINT_FILE,
-    Checkpoint,
-    check_resumable,
-    load_checkpoint,
-)
+from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
-from fedtflite.simulation.history import RoundRecord, read_history
+from fedtflite.simulation.history import RoundRecord
 from fedtflite.simulation.partition_file import cached_partition, save_partition
 from fedtflite.simulation.settings import ClientSettings
 
@@ -158,7 +153,9 @@ def prepare_run(
         Any bad setting, model file or data set, or a checkpoint that does not
         fit ``config``, before Ray starts.
     """
-    checkpoint, history = _resume_point(config, run_dir) if resume else (None, ())
+    checkpoint, history = (
+        resume_point(run_dir, config.to_mapping()) if resume else (None, ())
+    )
     timings = {}
     t = time.perf_counter()
     model_bytes = resolve_model(config)
@@ -222,43 +219,6 @@ def prepare_run(
     return PreparedRun(
         config, run_dir, settings, timings, (plotter,), checkpoint, history
     )
-
-
-def _resume_point(
-    config: SimulationConfig, run_dir: Path
-) -> tuple[Checkpoint | None, tuple[RoundRecord, ...]]:
-    """``run_dir``'s checkpoint and its history up to it, checked against ``config``."""
-    path = run_dir / CHECKPOINT_FILE
-    checkpoint = load_checkpoint(path)
-    if checkpoint is None:
-        if (run_dir / "history.csv").is_file():
-            # Starting over would overwrite the rounds it has.
-            raise CheckpointError(
-                f"{run_dir} has a history.csv but no {CHECKPOINT_FILE}: the run "
-                "finished (or predates checkpoints), so there is nothing to resume; "
-                "run without resume to start it over, or use another directory"
-            )
-        return None, ()
-    try:
-        rows = read_history(run_dir / "history.csv")
-    except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(
-            f"{run_dir / 'history.csv'}: unreadable beside {path} ({e}); delete the "
-            "checkpoint to start from round 0"
-        ) from None
-    check_resumable(checkpoint, config.to_mapping(), len(rows), path)
-    state_dir = run_dir / "client_state"
-    if (
-        config.strategy == "scaffold"
-        and checkpoint.round > 0
-        and not any(state_dir.glob("client_*.npz"))
-    ):
-        raise CheckpointError(
-            f"{path} is at round {checkpoint.round} of a SCAFFOLD run but "
-            f"{state_dir} holds no client state (c_i); copy it back or start the "
-            "run from round 0 (without resume)"
-        )
-    return checkpoint, tuple(rows[: checkpoint.round + 1])
 
 
 def _write_stats(stats: np.ndarray, run_dir: Path) -> None:
