@@ -95,6 +95,22 @@ class CellResult:
         """Highest centralized test accuracy of any round (NaN if none ran)."""
         return max((r.test_accuracy for r in self.rounds[1:]), default=math.nan)
 
+    def last_rounds_accuracy(self, n: int = 10) -> tuple[float, float]:
+        """Mean and sample standard deviation of the last ``n`` rounds' accuracy.
+
+        A non-IID run's accuracy swings from round to round, so its final round
+        alone is a noisy number; this is the level and the size of the swing.
+        NaN (both) unless the cell is complete with at least ``n`` rounds.
+        """
+        if n < 2:
+            raise ValueError(f"n = {n}: need at least 2 rounds for a spread")
+        trained = self.rounds[1:]
+        if not self.complete or len(trained) < n:
+            return math.nan, math.nan
+        tail = [r.test_accuracy for r in trained[-n:]]
+        mean = sum(tail) / n
+        return mean, math.sqrt(sum((a - mean) ** 2 for a in tail) / (n - 1))
+
     @property
     def seconds(self) -> float:
         """Wall time of all rounds recorded."""

@@ -51,6 +51,8 @@ CLASSES = (
 )
 """Fashion-MNIST's class names, by label."""
 QUICK = {"num-rounds": 1, "local-epochs": 1}
+TAIL = 10
+"""Rounds the results table averages over (mean ± sample std)."""
 
 
 def _pct(value: float) -> str:
@@ -60,17 +62,19 @@ def _pct(value: float) -> str:
 def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
     """Markdown, one row per cell: our final and best accuracy, the published ones."""
     lines = [
-        "| partition | algorithm | rounds run | final (%) | best (%) "
-        "| Flower baseline, best (%) | paper (%) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| partition | algorithm | rounds run | final (%) | last {TAIL} rounds (%) "
+        "| best (%) | Flower baseline, best (%) | paper (%) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         p, a = r.cell.labels["partition"], r.cell.labels["algorithm"]
         ran = max(len(r.rounds) - 1, 0)
         final = f"**{_pct(r.final_accuracy)}**" if r.complete else "—"
+        mean, std = r.last_rounds_accuracy(TAIL)
+        tail = "—" if math.isnan(mean) else f"{_pct(mean)} ± {100 * std:.2f}"
         ref = reference.get(p, {}).get(a, {})
         lines.append(
-            f"| {p} | {a} | {ran}/{r.config.num_rounds} | {final} "
+            f"| {p} | {a} | {ran}/{r.config.num_rounds} | {final} | {tail} "
             f"| {_pct(r.best_accuracy)} | {ref.get('flower', '—')} "
             f"| {ref.get('paper', 'not retrieved')} |"
         )
@@ -182,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = ", ".join(f"{k} = {v}" for k, v in base.items())
     note = (
         "Centralized test accuracy (%) on the 10k test images: after the last "
-        "round (final, **bold** when the cell ran all its rounds) and the best of "
-        "any round (what Flower's baseline reports). "
+        "round (final, **bold** when the cell ran all its rounds), the mean ± "
+        f"standard deviation of the last {TAIL} rounds, and the best of any round "
+        "(what Flower's baseline reports). "
         f"Settings: {settings}."
     )
     write_results(results_path, results_table(results, reference), note)

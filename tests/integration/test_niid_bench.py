@@ -28,6 +28,7 @@ def test_quick_grid_writes_the_results_table(
     rows = [line for line in results.splitlines() if line.startswith("| #C=2 |")]
     assert len(rows) == 3
     assert rows[0].startswith("| #C=2 | FedAvg | 1/1 | **")
+    assert rows[0].split(" | ")[4] == "—"  # no last-10-rounds spread after 1 round
     assert "| 78.10 ± 2.51 |" in rows[0]  # Flower's FedAvg #C=2, next to ours
     assert rows[1].startswith("| #C=2 | FedProx | 0/1 | — |")  # not in this subset
     assert rows[2].startswith("| #C=2 | SCAFFOLD | 1/1 | **")
