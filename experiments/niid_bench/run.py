@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fedtflite.data import load_fashion_mnist
+from fedtflite.data import CLASS_NAMES, FashionMnist, load_fashion_mnist
 from fedtflite.errors import FedTfliteError
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation import parse_overrides
@@ -37,19 +37,6 @@ from fedtflite.simulation.prepare import resolve_model
 from fedtflite.sweep import CellResult, load_grid, plot_sweep, read_sweep, run_sweep
 
 HERE = Path(__file__).resolve().parent
-CLASSES = (
-    "T-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "boot",
-)
-"""Fashion-MNIST's class names, by label."""
 QUICK = {"num-rounds": 1, "local-epochs": 1}
 TAIL = 10
 """Rounds the results table averages over (mean ± sample std)."""
@@ -81,12 +68,14 @@ def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def per_class_table(results: list[CellResult], out_dir: Path) -> str:
+def per_class_table(
+    results: list[CellResult], out_dir: Path, data: FashionMnist
+) -> str:
     """Markdown: each complete cell's final test accuracy per class (%)."""
-    test = load_fashion_mnist(None).test
+    test = data.test
     lines = [
-        "| partition | algorithm | all | " + " | ".join(CLASSES) + " |",
-        "|---|---|---:|" + "---:|" * len(CLASSES),
+        "| partition | algorithm | all | " + " | ".join(CLASS_NAMES) + " |",
+        "|---|---|---:|" + "---:|" * len(CLASS_NAMES),
     ]
     for r in results:
         if not r.complete:
@@ -97,7 +86,7 @@ def per_class_table(results: list[CellResult], out_dir: Path) -> str:
             model.restore([f[n] for n in names])
         predicted = model.predict(test.images).argmax(axis=1)
         per_class = [
-            np.mean(predicted[test.labels == c] == c) for c in range(len(CLASSES))
+            np.mean(predicted[test.labels == c] == c) for c in range(len(CLASS_NAMES))
         ]
         cells = " | ".join(f"{100 * a:.0f}" for a in per_class)
         overall = np.mean(predicted == test.labels)
@@ -106,9 +95,9 @@ def per_class_table(results: list[CellResult], out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def class_sets(results: list[CellResult]) -> str:
+def class_sets(results: list[CellResult], data: FashionMnist) -> str:
     """Markdown: the classes each client holds, for each #C=k partition."""
-    labels = load_fashion_mnist(None).train.labels
+    labels = data.train.labels
     lines = []
     seen = set()
     for r in results:
@@ -119,7 +108,7 @@ def class_sets(results: list[CellResult]) -> str:
         seen.add(p)
         parts = cached_partition(labels, spec)
         sets = [
-            "{" + ", ".join(CLASSES[c] for c in np.unique(labels[idx])) + "}"
+            "{" + ", ".join(CLASS_NAMES[c] for c in np.unique(labels[idx])) + "}"
             for idx in parts
         ]
         lines.append(
@@ -192,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Settings: {settings}."
     )
     write_results(results_path, results_table(results, reference), note)
-    write_block(results_path, "per-class", per_class_table(results, args.out))
-    write_block(results_path, "class-sets", class_sets(results))
+    data = load_fashion_mnist(None)
+    write_block(results_path, "per-class", per_class_table(results, args.out, data))
+    write_block(results_path, "class-sets", class_sets(results, data))
     plot_sweep(
         results,
         results_path.with_name("accuracy.png"),
