@@ -15,6 +15,7 @@ __all__ = [
     "DataShapeError",
     "FedTfliteError",
     "FlexOpsError",
+    "KerasModelError",
     "MissingSignatureError",
     "ModelFileError",
     "NonFiniteError",
@@ -70,6 +71,15 @@ class DataFormatError(FedTfliteError):
 
 class PartitionError(FedTfliteError):
     """Partition settings that cannot work (bad alpha, k, client count...)."""
+
+
+class KerasModelError(FedTfliteError):
+    """A Keras model fedtflite cannot turn into a trainable `.tflite`.
+
+    An unsupported layer or layer option (named by class and name), a graph that
+    is not a chain, an unsupported loss or optimizer setting, or an input or
+    output shape that does not fit Fashion-MNIST.
+    """
 
 
 class ConfigError(FedTfliteError):

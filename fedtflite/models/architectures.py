@@ -1,7 +1,10 @@
-"""The named architectures: their weights (shapes, seeded init) and forward pass.
+"""The named architectures: their weight shapes and seeded initial weights (no TF).
 
-Weights are listed in the order the `parameters` signature exports them as
-``a0, a1, ...``: for each layer, input to output, its kernel then its bias.
+Their layers are Keras definitions (:mod:`fedtflite.models.zoo`) built by
+:func:`fedtflite.models.from_keras` like any user's model; the shapes here are
+checked against those definitions by ``tests/test_zoo.py``. Weights are listed
+in the order the `parameters` signature exports them as ``a0, a1, ...``: for
+each layer, input to output, its kernel then its bias.
 
 ``mlp``
     784 -> 128 -> 10 with ReLU, the model of TensorFlow's on-device training
@@ -13,6 +16,13 @@ Weights are listed in the order the `parameters` signature exports them as
     ``a0: [5,5,1,6]``, ``a1: [6]``, ``a2: [5,5,6,16]``, ``a3: [16]``,
     ``a4: [256,120]``, ``a5: [120]``, ``a6: [120,84]``, ``a7: [84]``,
     ``a8: [84,10]``, ``a9: [10]``. The flatten is NHWC (row, column, channel).
+``2nn``
+    The MNIST "2NN" of McMahan et al. 2017 (the FedAvg paper, AISTATS):
+    784 -> 200 -> 200 -> 10 with ReLU; 199 210 weights.
+``fedavg-cnn``
+    The MNIST CNN of McMahan et al. 2017: conv 5x5x32 'same' -> ReLU -> 2x2
+    max-pool -> conv 5x5x64 'same' -> ReLU -> 2x2 max-pool -> 512 ReLU -> 10;
+    1 663 370 weights.
 """
 
 from __future__ import annotations
@@ -73,6 +83,27 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         needs_static_batch=True,
         description="NIID-Bench simple CNN: conv6-pool-conv16-pool-120-84-10",
+    ),
+    "2nn": Architecture(
+        name="2nn",
+        shapes=((784, 200), (200,), (200, 200), (200,), (200, 10), (10,)),
+        needs_static_batch=False,
+        description="784-200-200-10 ReLU MLP (McMahan et al. 2017, the 2NN)",
+    ),
+    "fedavg-cnn": Architecture(
+        name="fedavg-cnn",
+        shapes=(
+            (5, 5, 1, 32),
+            (32,),
+            (5, 5, 32, 64),
+            (64,),
+            (3136, 512),
+            (512,),
+            (512, 10),
+            (10,),
+        ),
+        needs_static_batch=True,
+        description="conv32-pool-conv64-pool-512-10 (McMahan et al. 2017, the CNN)",
     ),
 }
 

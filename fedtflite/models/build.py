@@ -1,8 +1,10 @@
-"""Build a trainable `.tflite` from a named architecture (TensorFlow lives here only).
+"""Build a trainable `.tflite` from a Keras model (TensorFlow lives here only).
 
-The file converts with ``TFLITE_BUILTINS`` alone (no Flex delegate) and resource
-variables, so the weights and optimizer state are inside it and it runs on
-``ai_edge_litert`` in a process that never imports TensorFlow.
+:func:`from_keras` is the one builder: a user's Keras model and the named
+architectures (:mod:`fedtflite.models.zoo`, through :func:`build_model`) take
+the same path. The file converts with ``TFLITE_BUILTINS`` alone (no Flex
+delegate) and resource variables, so the weights and optimizer state are inside
+it and it runs on ``ai_edge_litert`` in a process that never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,40 +12,90 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from fedtflite.models.architectures import ARCHITECTURES, init_weights
-from fedtflite.models.specs import ModelSpec
+from fedtflite.errors import ConfigError
+from fedtflite.models.specs import DEFAULT_STATIC_BATCH, ModelSpec, OptimizerSpec
 
-__all__ = ["build_model", "write_model"]
+__all__ = ["build_model", "from_keras", "write_model"]
 
 
-def build_model(spec: ModelSpec) -> bytes:
-    """Convert ``spec`` to a trainable `.tflite` flatbuffer.
+def from_keras(
+    model_or_path: Any,
+    *,
+    batch_size: int | None = None,
+    proximal: bool = False,
+    scaffold: bool = False,
+    optimizer: OptimizerSpec | None = None,
+) -> bytes:
+    """Convert a Keras model to a trainable, builtins-only client `.tflite`.
+
+    The file's signatures are the client contract's
+    (:mod:`fedtflite.models.trainable`): ``train`` is one step of the model's
+    compiled loss and optimizer (equal to Keras' ``train_on_batch`` on the same
+    batch), ``infer`` its forward pass, ``parameters``/``restore`` its weights
+    ``a0, a1, ...`` in ``model.trainable_weights`` order (then batch
+    normalization's moving statistics, in ``model.non_trainable_weights``
+    order), plus ``set_learning_rate``.
 
     Parameters
     ----------
-    spec : ModelSpec
-        What to build.
+    model_or_path : keras.Model, str or Path
+        A ``Sequential`` or functional model that is a chain of supported
+        layers (:data:`fedtflite.models.keras_reader.SUPPORTED_LAYERS`), with
+        input ``(28, 28)``, ``(28, 28, 1)`` or ``(784,)`` and 10 outputs,
+        compiled with (sparse) categorical cross-entropy and SGD, Adam, AdamW or
+        RMSprop; or the path of one saved with ``model.save``.
+    batch_size : int, optional
+        A fixed `train` batch with a ``mask`` input. Default: 32 for models
+        with spatial or batch-normalization layers, else a dynamic batch.
+    proximal : bool
+        FedProx's term and a ``set_proximal_mu`` signature.
+    scaffold : bool
+        SCAFFOLD's correction and a ``set_correction`` signature.
+    optimizer : OptimizerSpec, optional
+        Use this instead of the compiled optimizer.
 
     Returns
     -------
     bytes
         The model file.
+
+    Raises
+    ------
+    KerasModelError
+        An unsupported layer, graph, loss, optimizer setting or shape (one line
+        naming it and what is supported).
+    ModelFileError
+        A path Keras cannot load.
+    ConfigError
+        A batch size outside 1..65536.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from fedtflite.models.keras_reader import load_keras, read_keras
 
+    model, source = load_keras(model_or_path)
+    read = read_keras(model, source, optimizer=optimizer)
+    if batch_size is not None and not 1 <= batch_size <= 65536:
+        raise ConfigError(f"batch-size must be in 1..65536, got {batch_size}")
+    if batch_size is None and read.network.needs_static_batch:
+        batch_size = DEFAULT_STATIC_BATCH
     from fedtflite.models.trainable import TrainableModel
 
-    arch = ARCHITECTURES[spec.architecture]
     module = TrainableModel(
-        arch,
-        init_weights(arch, spec.seed),
-        spec.optimizer,
-        spec.train_batch,
-        proximal=spec.proximal,
-        scaffold=spec.scaffold,
+        read.network,
+        list(read.weights),
+        read.optimizer,
+        batch_size,
+        proximal=proximal,
+        scaffold=scaffold,
     )
+    return _convert(module)
+
+
+def _convert(module: Any) -> bytes:
+    import tensorflow as tf
+
     signatures = module.signatures()
     with tempfile.TemporaryDirectory(prefix="fedtflite-build-") as tmp:
         # The custom gradients are already inlined into `train`; saving them
@@ -56,6 +108,38 @@ def build_model(spec: ModelSpec) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.experimental_enable_resource_variables = True
         return bytes(converter.convert())
+
+
+def build_model(spec: ModelSpec) -> bytes:
+    """Convert the named architecture ``spec`` describes to a `.tflite`.
+
+    Its Keras definition (:func:`fedtflite.models.zoo.keras_definition`) gets
+    the seeded initial weights and the spec's optimizer, then goes through
+    :func:`from_keras`.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        What to build.
+
+    Returns
+    -------
+    bytes
+        The model file.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from fedtflite.models.architectures import ARCHITECTURES, init_weights
+    from fedtflite.models.zoo import keras_definition
+
+    model = keras_definition(spec.architecture)
+    model.set_weights(init_weights(ARCHITECTURES[spec.architecture], spec.seed))
+    return from_keras(
+        model,
+        batch_size=spec.train_batch,
+        proximal=spec.proximal,
+        scaffold=spec.scaffold,
+        optimizer=spec.optimizer,
+    )
 
 
 def write_model(spec: ModelSpec, path: str | Path) -> Path:

@@ -19,10 +19,14 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "fedtflite" / "models"
 _SOURCES = (
     "architectures.py",
     "build.py",
+    "keras_reader.py",
+    "layers.py",
+    "network.py",
     "ops.py",
     "optimizers.py",
     "specs.py",
     "trainable.py",
+    "zoo.py",
 )
 
 

@@ -7,29 +7,59 @@ from dataclasses import dataclass, field
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES
 
-__all__ = ["DEFAULT_STATIC_BATCH", "OPTIMIZERS", "ModelSpec", "OptimizerSpec"]
+__all__ = [
+    "DEFAULT_STATIC_BATCH",
+    "OPTIMIZERS",
+    "UPDATE_RULES",
+    "ModelSpec",
+    "OptimizerSpec",
+]
 
 OPTIMIZERS = ("sgd", "adam")
+"""Optimizers of the named models (``fedtflite build mlp --optimizer ...``)."""
+
+UPDATE_RULES = ("sgd", "adam", "adamw", "rmsprop")
+"""Every update rule a `.tflite` can carry (Keras models bring AdamW and RMSprop)."""
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """The optimizer a model is built with.
+    """The optimizer a model is built with; the update rules are Keras 3's.
 
     Attributes
     ----------
     name : str
-        ``"sgd"`` or ``"adam"``.
+        One of :data:`UPDATE_RULES`. ``"adamw"`` is ``"adam"`` (Keras' AdamW
+        is Adam with a default ``weight_decay``).
     learning_rate : float
         Initial learning rate; a model's ``set_learning_rate`` signature changes it.
     momentum : float
-        SGD heavy-ball momentum, PyTorch's form ``v = m v + g; w -= lr v``
-        (equal to Keras' form for a constant learning rate). 0 disables it.
+        SGD's or RMSprop's momentum. 0 disables it.
+    momentum_form : str
+        SGD's: ``"pytorch"`` (``v = momentum v + g; w -= lr v``, the named
+        models', as NIID-Bench) or ``"keras"`` (``m = momentum m - lr g;
+        w += m``, Keras models'). The two take the same steps for a constant
+        learning rate up to float rounding, which SGD with momentum amplifies
+        over a few hundred steps, so each model keeps its own.
+    nesterov : bool
+        SGD with Nesterov momentum in Keras' form, ``w += momentum m - lr g``
+        with the updated ``m``.
     weight_decay : float
-        L2 coefficient added to the gradient (``g + wd * w``), as PyTorch's SGD.
+        L2 coupled into the gradient, ``g + weight_decay w``, as PyTorch's SGD
+        (the named models' ``weight-decay``; NIID-Bench uses it).
+    decoupled_weight_decay : float
+        Keras 3's ``weight_decay`` (AdamW, and any Keras optimizer given one):
+        ``w -= lr decoupled_weight_decay w`` before each update.
     beta_1, beta_2, epsilon : float
         Adam's constants; the update is Keras' (Kingma & Ba 2015, the
         epsilon-hat form: ``w -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps)``).
+        ``epsilon`` is RMSprop's too.
+    amsgrad : bool
+        Adam with AMSGrad's running maximum of ``v`` (Reddi et al. 2018).
+    rho : float
+        RMSprop's decay of the squared-gradient average.
+    centered : bool
+        Centered RMSprop (divides by an estimate of the gradient's variance).
     """
 
     name: str = "sgd"
@@ -39,6 +69,12 @@ class OptimizerSpec:
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
+    momentum_form: str = "pytorch"
+    nesterov: bool = False
+    decoupled_weight_decay: float = 0.0
+    amsgrad: bool = False
+    rho: float = 0.9
+    centered: bool = False
 
 
 DEFAULT_STATIC_BATCH = 32

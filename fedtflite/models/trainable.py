@@ -3,19 +3,27 @@
 Signatures (the contract of TensorFlow's on-device training tutorial and
 Flower's Android example):
 
-``train(x, y[, mask]) -> {loss}``
-    One optimizer step on the batch. ``x: float32[B,28,28]``, ``y: float32[B,10]``
-    one-hot. With a static batch (the ``cnn``, or any model built with
-    ``batch_size``) ``B`` is fixed and ``mask: float32[B]`` marks the real rows
-    of a padded last batch (the loss is the mean over real rows only).
-``infer(x: float32[None,28,28]) -> {logits, output}``
-    ``output`` is the softmax of ``logits``.
+``train(x, y[, mask][, noise0, noise1, ...]) -> {loss}``
+    One optimizer step on the batch. ``x: float32[B, *input_shape]``; ``y``
+    one-hot ``float32[B,C]`` or class ids ``int32[B]`` (sparse losses). With a
+    static batch (spatial layers, or any model built with ``batch_size``) ``B``
+    is fixed and ``mask: float32[B]`` marks the real rows of a padded last batch
+    (the loss, and batch normalization's statistics, cover real rows only). A
+    model with dropout takes one uniform ``[0, 1)`` ``noise<k>`` per dropout
+    layer, drawn fresh for every step by the client
+    (:meth:`fedtflite.runtime.ClientModel.fit`, from its own seeded stream).
+``infer(x: float32[None, *input_shape]) -> {logits, output}``
+    ``logits`` is what the loss takes as logits; ``output`` its softmax (the
+    Keras model's output when that ends in a softmax). No dropout; batch
+    normalization uses its moving statistics.
 ``parameters() -> {a0, a1, ...}``
-    Every trainable weight, in the order of :mod:`fedtflite.models.architectures`.
+    The trainable weights (Keras' ``model.trainable_weights`` order), then the
+    moving statistics of batch normalization layers (``non_trainable_weights``
+    order).
 ``restore(a0, a1, ...) -> {step}``
-    Loads the weights and resets the optimizer state: momentum buffers and
-    Adam's m and v to zero, Adam's step count to 0 (``step`` returns it). The
-    learning rate is *not* reset.
+    Loads the weights and resets the optimizer state: every slot (momentum,
+    Adam's m and v, RMSprop's averages) to zero and the step count to 0
+    (``step`` returns it). The learning rate is *not* reset.
 ``set_learning_rate(lr: float32[]) -> {lr}``
     Optional run-time knob; a model without it is still a valid client model.
 
@@ -23,7 +31,8 @@ Built with ``proximal`` (FedProx, Li et al., MLSys 2020):
 
 ``set_proximal_mu(mu: float32[]) -> {mu}``
     `train` then adds the gradient of ``mu/2 ||w - w_g||^2``, where ``w_g`` is
-    what the last `restore` loaded; `loss` stays the data loss.
+    what the last `restore` loaded (trainable weights only); `loss` stays the
+    data loss.
 
 Built with ``scaffold`` (SCAFFOLD, Karimireddy et al., ICML 2020):
 
@@ -32,42 +41,26 @@ Built with ``scaffold`` (SCAFFOLD, Karimireddy et al., ICML 2020):
     then also moves the weights by ``-lr (c - c_i)``: for plain SGD exactly the
     corrected gradient ``g - c_i + c``. As in NIID-Bench and Flower's
     ``baselines/niid_bench``, the correction is applied after the optimizer step,
-    outside the momentum buffer. `restore` zeroes it, so the client sets it after
+    outside the momentum buffer, to the trainable weights (a moving statistic's
+    correction is ignored). `restore` zeroes it, so the client sets it after
     each `restore`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from fedtflite.models import ops
-from fedtflite.models.architectures import NUM_CLASSES, Architecture
+from fedtflite.models.layers import Pass, forward, noise_shapes
+from fedtflite.models.network import Network
 from fedtflite.models.optimizers import Optimizer
 from fedtflite.models.specs import OptimizerSpec
 
 __all__ = ["TrainableModel"]
-
-
-def _mlp_logits(w: list[tf.Variable], x: tf.Tensor) -> tf.Tensor:
-    h = tf.reshape(x, [-1, 784])
-    h = ops.relu(ops.dense(h, w[0], w[1]))
-    return ops.dense(h, w[2], w[3])
-
-
-def _cnn_logits(w: list[tf.Variable], x: tf.Tensor) -> tf.Tensor:
-    h = tf.expand_dims(x, -1)
-    h = ops.max_pool_2x2(ops.relu(ops.conv2d_valid(h, w[0], w[1])))
-    h = ops.max_pool_2x2(ops.relu(ops.conv2d_valid(h, w[2], w[3])))
-    h = tf.reshape(h, [-1, 256])
-    h = ops.relu(ops.dense(h, w[4], w[5]))
-    h = ops.relu(ops.dense(h, w[6], w[7]))
-    return ops.dense(h, w[8], w[9])
-
-
-_FORWARD = {"mlp": _mlp_logits, "cnn": _cnn_logits}
 
 
 class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
@@ -75,120 +68,138 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
 
     Parameters
     ----------
-    arch : Architecture
-        Which network.
+    net : Network
+        The layers and the loss.
     weights : list of np.ndarray
-        Initial weights, export order.
+        Initial value of every ``net.weights`` entry, same order.
     optimizer : OptimizerSpec
         Optimizer baked into `train`.
     batch_size : int or None
         Static batch of `train` (with a ``mask`` input), or None for a dynamic
-        batch (not allowed for architectures that need a static one).
+        batch (not allowed for networks that need a static one).
+    proximal, scaffold : bool
+        Add FedProx's term / SCAFFOLD's correction and their signatures.
     """
 
     def __init__(
         self,
-        arch: Architecture,
-        weights: list[np.ndarray],
+        net: Network,
+        weights: Sequence[np.ndarray],
         optimizer: OptimizerSpec,
         batch_size: int | None,
         *,
         proximal: bool = False,
         scaffold: bool = False,
     ):
-        super().__init__(name=arch.name)
-        self.arch = arch
+        super().__init__(name="model")
+        if batch_size is None and net.needs_static_batch:
+            raise ValueError("this network needs a static batch size")
+        self.net = net
         self.batch_size = batch_size
+        n_params = len(net.parameters)
         self.w = [
             tf.Variable(v, dtype=tf.float32, name=f"a{i}")
-            for i, v in enumerate(weights)
+            for i, v in enumerate(weights[:n_params])
         ]
-        self.opt = Optimizer(optimizer, self.w)
-        self._logits = _FORWARD[arch.name]
+        constants = [tf.constant(v, tf.float32) for v in weights[n_params:]]
+        self._tensors: list[Any] = [*self.w, *constants]
+        self.trainable = self.w[: net.num_trainable]
+        self.opt = Optimizer(optimizer, self.trainable)
         self.proximal, self.scaffold = proximal, scaffold
         if proximal:  # FedProx: w_g (what restore loaded) and mu
             self.anchor = [
-                tf.Variable(v, name=f"anchor{i}") for i, v in enumerate(weights)
+                tf.Variable(v, name=f"anchor{i}") for i, v in enumerate(self.trainable)
             ]
             self.mu = tf.Variable(0.0, dtype=tf.float32, name="mu")
         if scaffold:  # SCAFFOLD: the correction c - c_i added to every gradient
             self.correction = [
                 tf.Variable(tf.zeros_like(v), name=f"correction{i}")
-                for i, v in enumerate(weights)
+                for i, v in enumerate(self.trainable)
             ]
 
     def signatures(self) -> dict[str, Any]:
         """Concrete functions keyed by signature name, ready for export."""
-        b = self.batch_size
-        x_spec = tf.TensorSpec([b, 28, 28], tf.float32, name="x")
-        y_spec = tf.TensorSpec([b, NUM_CLASSES], tf.float32, name="y")
-        if b is None:
-            train = tf.function(self._train_dynamic, input_signature=[x_spec, y_spec])
+        b, net = self.batch_size, self.net
+        x_spec = tf.TensorSpec([b, *net.input_shape], tf.float32, name="x")
+        if net.loss.sparse:
+            y_spec = tf.TensorSpec([b], tf.int32, name="y")
         else:
-            mask_spec = tf.TensorSpec([b], tf.float32, name="mask")
-            train = tf.function(
-                self._train, input_signature=[x_spec, y_spec, mask_spec]
-            )
+            y_spec = tf.TensorSpec([b, net.num_classes], tf.float32, name="y")
+        train_specs = [x_spec, y_spec]
+        if b is not None:
+            train_specs.append(tf.TensorSpec([b], tf.float32, name="mask"))
+        train_specs += [
+            tf.TensorSpec(shape, tf.float32, name=f"noise{k}")
+            for k, shape in enumerate(noise_shapes(net, b))
+        ]
         restore_specs = [
             tf.TensorSpec(v.shape, tf.float32, name=f"a{i}")
             for i, v in enumerate(self.w)
         ]
+
+        def concrete(fn: Any, specs: Sequence[tf.TensorSpec]) -> Any:
+            return tf.function(fn, input_signature=list(specs)).get_concrete_function()
+
+        scalar = tf.TensorSpec([], tf.float32, name="lr")
         sigs = {
-            "train": train.get_concrete_function(),
-            "infer": tf.function(
+            "train": concrete(self._train, train_specs),
+            "infer": concrete(
                 self._infer,
-                input_signature=[tf.TensorSpec([None, 28, 28], tf.float32, name="x")],
-            ).get_concrete_function(),
-            "parameters": tf.function(
-                self._parameters, input_signature=[]
-            ).get_concrete_function(),
-            "restore": tf.function(
-                self._restore, input_signature=restore_specs
-            ).get_concrete_function(),
-            "set_learning_rate": tf.function(
-                self._set_learning_rate,
-                input_signature=[tf.TensorSpec([], tf.float32, name="lr")],
-            ).get_concrete_function(),
+                [tf.TensorSpec([None, *net.input_shape], tf.float32, name="x")],
+            ),
+            "parameters": concrete(self._parameters, []),
+            "restore": concrete(self._restore, restore_specs),
+            "set_learning_rate": concrete(self._set_learning_rate, [scalar]),
         }
         if self.proximal:
-            sigs["set_proximal_mu"] = tf.function(
-                self._set_proximal_mu,
-                input_signature=[tf.TensorSpec([], tf.float32, name="mu")],
-            ).get_concrete_function()
+            sigs["set_proximal_mu"] = concrete(
+                self._set_proximal_mu, [tf.TensorSpec([], tf.float32, name="mu")]
+            )
         if self.scaffold:
-            sigs["set_correction"] = tf.function(
-                self._set_correction, input_signature=restore_specs
-            ).get_concrete_function()
+            sigs["set_correction"] = concrete(self._set_correction, restore_specs)
         return sigs
 
-    def loss_and_step(self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    def loss_and_step(
+        self,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        mask: tf.Tensor,
+        noise: Sequence[tf.Tensor] = (),
+    ) -> tf.Tensor:
         """Loss of the batch before the step; applies one optimizer step."""
+        net = self.net
+        labels = tf.one_hot(y, net.num_classes) if net.loss.sparse else y
         with tf.GradientTape() as tape:
-            loss = ops.softmax_cross_entropy(self._logits(self.w, x), y, mask)
-        grads = tape.gradient(loss, self.w)
+            run = Pass(training=True, mask=mask, noise=tuple(noise))
+            logits = forward(net, self._tensors, x, run)
+            loss = ops.softmax_cross_entropy(logits, labels, mask)
+        grads = tape.gradient(loss, self.trainable)
         if (
             self.proximal
         ):  # d/dw of mu/2 ||w - w_g||^2 (the loss reported is the data loss)
             grads = [
                 g + self.mu * (w - a)
-                for g, w, a in zip(grads, self.w, self.anchor, strict=True)
+                for g, w, a in zip(grads, self.trainable, self.anchor, strict=True)
             ]
-        self.opt.apply(self.w, grads)
+        self.opt.apply(self.trainable, grads)
         if self.scaffold:  # y <- y - lr (c - c_i), after the optimizer step
-            for w, c in zip(self.w, self.correction, strict=True):
+            for w, c in zip(self.trainable, self.correction, strict=True):
                 w.assign_sub(self.opt.lr * c)
         return loss
 
     def _train(
-        self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor
+        self, x: tf.Tensor, y: tf.Tensor, *rest: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        return {"loss": self.loss_and_step(x, y, mask)}
-
-    def _train_dynamic(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"loss": self.loss_and_step(x, y, tf.ones_like(y[:, 0]))}
+        if self.batch_size is None:  # every row is real
+            sparse = self.net.loss.sparse
+            mask = tf.ones_like(y, tf.float32) if sparse else tf.ones_like(y[:, 0])
+            noise = rest
+        else:
+            mask, noise = rest[0], rest[1:]
+        return {"loss": self.loss_and_step(x, y, mask, noise)}
 
     def _infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = self._logits(self.w, x)
+        logits = forward(self.net, self._tensors, x, Pass(training=False))
         return {"logits": logits, "output": tf.nn.softmax(logits)}
 
     def _parameters(self) -> dict[str, tf.Tensor]:
@@ -198,7 +209,7 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         for v, a in zip(self.w, arrays, strict=True):
             v.assign(a)
         if self.proximal:
-            for anchor, a in zip(self.anchor, arrays, strict=True):
+            for anchor, a in zip(self.anchor, arrays, strict=False):
                 anchor.assign(a)
         if self.scaffold:
             for c in self.correction:
@@ -215,7 +226,7 @@ class TrainableModel(tf.Module):  # type: ignore[misc]  # tf is untyped
         return {"mu": tf.identity(self.mu)}
 
     def _set_correction(self, *arrays: tf.Tensor) -> dict[str, tf.Tensor]:
-        for c, a in zip(self.correction, arrays, strict=True):
+        for c, a in zip(self.correction, arrays, strict=False):
             c.assign(a)
         return {
             "norm": tf.add_n([tf.reduce_sum(tf.square(c)) for c in self.correction])
