@@ -309,7 +309,12 @@ class _Reader:
                     "supported: a chain (each layer takes the previous layer's "
                     "output)"
                 )
-            kwargs = {k: v for k, v in node.arguments.kwargs.items() if v is not None}
+            # Keras overrides a recorded `training` with the model call's own.
+            kwargs = {
+                k: v
+                for k, v in node.arguments.kwargs.items()
+                if v is not None and k != "training"
+            }
             if kwargs:
                 self._fail(
                     f"layer {_name(op)} is called with {', '.join(sorted(kwargs))}; "

@@ -347,7 +347,8 @@ def pool2d(
             if tiles:
                 du = _tiled_grad(xp, y, dy, mode, (ph, pw))
             else:
-                du = _overlapping_grad(xp, y, dy / counts, mode, (ph, pw), (sh, sw))
+                share = dy / counts if mode == "avg" else dy
+                du = _overlapping_grad(xp, y, share, mode, (ph, pw), (sh, sw))
             return _to_input(du, (h, w), (top, left))
 
         return y, grad
