@@ -19,24 +19,65 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "default.
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from fedtflite.models.build import write_model
     from fedtflite.models.specs import ModelSpec, OptimizerSpec  # no TensorFlow yet
 
+    if (args.model is None) == (args.keras is None):
+        raise ConfigError(
+            "build needs an architecture (mlp, cnn, 2nn, fedavg-cnn) or "
+            "--keras MODEL.keras, not both"
+        )
+    if args.keras is not None:
+        return _build_keras(args)
     spec = ModelSpec(
         architecture=args.model,
         optimizer=OptimizerSpec(
-            name=args.optimizer,
-            learning_rate=args.learning_rate,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
+            name=args.optimizer or "sgd",
+            learning_rate=(0.01 if args.learning_rate is None else args.learning_rate),
+            momentum=args.momentum or 0.0,
+            weight_decay=args.weight_decay or 0.0,
         ),
-        seed=args.seed,
+        seed=args.seed or 0,
         batch_size=args.batch_size,
         proximal=args.proximal,
         scaffold=args.scaffold,
     )
+    from fedtflite.models.build import write_model
+
     path = write_model(spec, args.out)
     print(f"wrote {path} ({path.stat().st_size} bytes): {spec}")
+    return 0
+
+
+def _build_keras(args: argparse.Namespace) -> int:
+    given = [
+        flag
+        for flag, value in (
+            ("--optimizer", args.optimizer),
+            ("--learning-rate", args.learning_rate),
+            ("--momentum", args.momentum),
+            ("--weight-decay", args.weight_decay),
+            ("--seed", args.seed),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot be used with --keras: the optimizer is the "
+            "one the Keras model was compiled with, the weights its own"
+        )
+    if not args.keras.is_file():
+        raise ConfigError(f"--keras {args.keras}: no such file")
+    from fedtflite.models.build import from_keras
+
+    data = from_keras(
+        args.keras,
+        batch_size=args.batch_size,
+        proximal=args.proximal,
+        scaffold=args.scaffold,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(data)
+    print(f"wrote {args.out} ({len(data)} bytes) from {args.keras}")
     return 0
 
 
@@ -63,6 +104,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         "one-hot float32" if c.one_hot_labels else f"class ids ({c.label_dtype.name})"
     )
     print(f"train batch: {batch}{' with mask' if c.has_mask else ''}; labels: {labels}")
+    if c.noise:
+        inputs = ", ".join(str(t) for t in c.noise)
+        print(f"train noise (uniform draws per step, e.g. dropout): {inputs}")
     print(f"ops ({len(c.ops)}, all builtin): {', '.join(c.ops)}")
     return 0
 
@@ -186,18 +230,35 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build a trainable .tflite (needs TensorFlow)")
-    b.add_argument("model", help="architecture: mlp or cnn")
+    b.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="architecture: mlp, cnn, 2nn or fedavg-cnn (or use --keras)",
+    )
+    b.add_argument(
+        "--keras",
+        type=Path,
+        default=None,
+        metavar="MODEL.keras",
+        help="convert this compiled Keras model (its loss and optimizer) instead",
+    )
     b.add_argument("--out", required=True, type=Path, help="output .tflite path")
-    b.add_argument("--optimizer", default="sgd", help="sgd (default) or adam")
-    b.add_argument("--learning-rate", type=float, default=0.01)
-    b.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
-    b.add_argument("--weight-decay", type=float, default=0.0, help="L2 on the gradient")
-    b.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    b.add_argument("--optimizer", default=None, help="sgd (default) or adam")
+    b.add_argument("--learning-rate", type=float, default=None, help="default 0.01")
+    b.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    b.add_argument(
+        "--weight-decay", type=float, default=None, help="L2 on the gradient"
+    )
+    b.add_argument(
+        "--seed", type=int, default=None, help="seed of the initial weights (0)"
+    )
     b.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="fixed train batch with a mask (default: dynamic for mlp, 32 for cnn)",
+        help="fixed train batch with a mask (default: 32 for models with "
+        "convolutions, pooling or batch norm, else dynamic)",
     )
     b.add_argument(
         "--proximal", action="store_true", help="FedProx term + set_proximal_mu"
@@ -212,7 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_inspect)
 
     t = sub.add_parser("train", help="centralized training through LiteRT `train`")
-    t.add_argument("--model", default="mlp", help="mlp, cnn or a .tflite path")
+    t.add_argument(
+        "--model", default="mlp", help="a named model, a .tflite or a .keras path"
+    )
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--learning-rate", type=float, default=0.05)

@@ -355,9 +355,9 @@ def test_train_equals_keras_train_on_batch(
     x_test = batches[STEPS][0].reshape((BATCH, *case.input_shape))
     out = lite.get_signature_runner("infer")(x=x_test)["output"]
     expected = model.predict(x_test, verbose=0)
-    if not isinstance(model.layers[-1], L.Softmax) and model.layers[-1].get_config().get(
-        "activation"
-    ) not in ("softmax",):
+    if not isinstance(model.layers[-1], L.Softmax) and model.layers[
+        -1
+    ].get_config().get("activation") not in ("softmax",):
         expected = keras.ops.convert_to_numpy(keras.ops.softmax(expected))
     np.testing.assert_allclose(out, expected, atol=TOL)
 

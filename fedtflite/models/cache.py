@@ -1,19 +1,21 @@
 """Built models, cached on disk so a run needs TensorFlow only the first time.
 
 Building imports TensorFlow (~2.6 s) and converts (~1 s); a simulation's start-up
-should cost neither. The cache key is the :class:`ModelSpec` plus the source of
-the model-building code, so editing an op or an architecture rebuilds.
+should cost neither. The cache key is the :class:`ModelSpec` (or a Keras file's
+content hash and the build options) plus the source of the model-building code,
+so editing an op or an architecture rebuilds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from fedtflite.models.specs import ModelSpec
 
-__all__ = ["DEFAULT_CACHE_DIR", "cached_model", "spec_key"]
+__all__ = ["DEFAULT_CACHE_DIR", "cached_keras_model", "cached_model", "spec_key"]
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "fedtflite" / "models"
 _SOURCES = (
@@ -30,13 +32,17 @@ _SOURCES = (
 )
 
 
-def spec_key(spec: ModelSpec) -> str:
-    """Hex digest identifying the bytes ``spec`` builds to."""
-    h = hashlib.sha256(repr(spec).encode())
+def _key(description: bytes) -> str:
+    h = hashlib.sha256(description)
     here = Path(__file__).parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
     return h.hexdigest()[:24]
+
+
+def spec_key(spec: ModelSpec) -> str:
+    """Hex digest identifying the bytes ``spec`` builds to."""
+    return _key(repr(spec).encode())
 
 
 def cached_model(spec: ModelSpec, cache_dir: Path | None = None) -> bytes:
@@ -50,13 +56,58 @@ def cached_model(spec: ModelSpec, cache_dir: Path | None = None) -> bytes:
         Where built files are kept (default ``~/.cache/fedtflite/models``). An
         unwritable cache only costs a rebuild next time.
     """
+
+    def build() -> bytes:
+        from fedtflite.models.build import build_model
+
+        return build_model(spec)
+
+    return _cached(f"{spec.architecture}-{spec_key(spec)}", build, cache_dir)
+
+
+def cached_keras_model(
+    path: Path,
+    *,
+    batch_size: int | None,
+    proximal: bool = False,
+    scaffold: bool = False,
+    cache_dir: Path | None = None,
+) -> bytes:
+    """The `.tflite` of a saved Keras model (:func:`fedtflite.models.from_keras`).
+
+    Keyed by the file's content hash and the options, so a changed model
+    rebuilds and an unchanged one, wherever it lies, does not.
+
+    Parameters
+    ----------
+    path : Path
+        A Keras model file (``model.save("model.keras")``).
+    batch_size : int or None
+        Fixed `train` batch (None: from_keras' default).
+    proximal, scaffold : bool
+        FedProx / SCAFFOLD signatures.
+    cache_dir : Path, optional
+        As :func:`cached_model`.
+    """
+    options = repr((batch_size, proximal, scaffold)).encode()
+    key = _key(hashlib.sha256(path.read_bytes()).digest() + options)
+
+    def build() -> bytes:
+        from fedtflite.models.build import from_keras
+
+        return from_keras(
+            path, batch_size=batch_size, proximal=proximal, scaffold=scaffold
+        )
+
+    return _cached(f"keras-{key}", build, cache_dir)
+
+
+def _cached(name: str, build: Callable[[], bytes], cache_dir: Path | None) -> bytes:
     cache_dir = DEFAULT_CACHE_DIR if cache_dir is None else cache_dir
-    path = cache_dir / f"{spec.architecture}-{spec_key(spec)}.tflite"
+    path = cache_dir / f"{name}.tflite"
     if path.is_file():
         return path.read_bytes()
-    from fedtflite.models.build import build_model
-
-    data = build_model(spec)
+    data = build()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

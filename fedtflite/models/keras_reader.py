@@ -14,9 +14,10 @@ the setting, and what is supported.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -354,9 +355,7 @@ class _Reader:
             Weight(v.path, tuple(int(d) for d in v.shape), kind)
             for v, kind in self._used
         )
-        values = tuple(
-            np.array(v.numpy(), np.float32) for v, _ in self._used
-        )
+        values = tuple(np.array(v.numpy(), np.float32) for v, _ in self._used)
         return specs, values
 
     # -- layers ----------------------------------------------------------------------
@@ -383,7 +382,7 @@ class _Reader:
                 f"{where} has data_format={cfg['data_format']!r}; "
                 "supported: 'channels_last'"
             )
-        handlers = {
+        handlers: dict[str, Callable[[_Site], list[Layer]]] = {
             "InputLayer": lambda _: [],
             "Dense": self._dense,
             "Conv2D": self._conv2d,
@@ -490,7 +489,6 @@ class _Reader:
             f"negative_slope={slope}; supported: threshold=0 with max_value None "
             "(any negative_slope) or 6 (negative_slope 0)"
         )
-        return []
 
     def _last_axis(self, site: _Site, extra: str = "") -> None:
         axis = site.cfg["axis"]
@@ -558,7 +556,7 @@ class _Fail:
     def __init__(self, source: str):
         self.source = source
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str) -> NoReturn:
         raise KerasModelError(f"{self.source}: {message}")
 
 

@@ -114,7 +114,8 @@ class ModelSpec:
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"model {self.architecture!r} is not a known architecture; "
-                f"valid: {', '.join(ARCHITECTURES)} (or a path to a .tflite file)"
+                f"valid: {', '.join(ARCHITECTURES)} (or a path to a .tflite or .keras "
+                "file)"
             )
         if self.optimizer.name not in OPTIMIZERS:
             raise ConfigError(

@@ -362,7 +362,8 @@ class ClientModel:
         epochs, batch_size : int
             Passes and batch size; a fixed-batch model needs its own batch size.
         rng : np.random.Generator
-            Source of the shuffling.
+            Source of the shuffling, and of the uniform draws a model with
+            ``noise`` inputs (dropout) gets for every step.
 
         Raises
         ------
@@ -394,6 +395,9 @@ class ClientModel:
                 idx = order[s : s + batch_size]
                 real = len(idx)
                 feed = self._batch(x_all, y_all, idx, order, mask_full)
+                for t in c.noise:  # fresh uniform draws per step (dropout masks)
+                    rows = len(feed["x"]) if t.shape[0] < 0 else t.shape[0]
+                    feed[t.name] = rng.random((rows, *t.shape[1:]), np.float32)
                 loss = float(self._train(**feed)["loss"])
                 if not np.isfinite(loss):
                     raise NonFiniteError(

@@ -3,8 +3,11 @@
 A valid client model has four signatures:
 
 ``train``
-    Inputs ``x`` (images), ``y`` (labels) and optionally ``mask`` (``float32[B]``,
-    1 for real rows of a padded fixed-size batch); an output ``loss``. ``x`` is
+    Inputs ``x`` (images), ``y`` (labels), optionally ``mask`` (``float32[B]``,
+    1 for real rows of a padded fixed-size batch) and optionally ``noise0,
+    noise1, ...`` (``float32``, first dimension ``B`` or 1, the rest fixed:
+    uniform ``[0, 1)`` draws the client makes fresh for every step from its own
+    seeded stream, e.g. for dropout masks); an output ``loss``. ``x`` is
     ``float32`` ``[B,28,28]``, ``[B,28,28,1]`` or ``[B,784]``; ``y`` is one-hot
     ``float32[B,C]`` or class ids ``int32/int64[B]``. ``B`` is dynamic (-1) or fixed.
 ``infer``
@@ -48,6 +51,7 @@ __all__ = [
 REQUIRED_SIGNATURES = ("train", "infer", "parameters", "restore")
 _LAYOUTS = {(28, 28): "hw", (28, 28, 1): "hwc", (784,): "flat"}
 _PARAM_NAME = re.compile(r"^a(\d+)$")
+_NOISE_NAME = re.compile(r"^noise(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class ModelContract:
         Signatures beyond the four required ones (e.g. ``set_learning_rate``).
     ops : tuple of str
         Distinct operator names in the file.
+    noise : tuple of TensorInfo
+        ``train``'s uniform-noise inputs ``noise0, noise1, ...`` in order (first
+        dimension -1: the batch).
     """
 
     source: str
@@ -107,6 +114,7 @@ class ModelContract:
     parameters: tuple[TensorInfo, ...]
     extra_signatures: tuple[str, ...]
     ops: tuple[str, ...]
+    noise: tuple[TensorInfo, ...] = ()
 
     @property
     def num_parameters(self) -> int:
@@ -214,10 +222,12 @@ def read_contract(interpreter: Any, source: str, ops: tuple[str, ...]) -> ModelC
     p_in, p_out = signature_io(interpreter, "parameters")
     r_in, _ = signature_io(interpreter, "restore")
 
+    noise_names = {n for n in t_in if _NOISE_NAME.match(n)}
     _require(
-        {"x", "y"} <= set(t_in) <= {"x", "y", "mask"},
+        {"x", "y"} <= set(t_in) <= {"x", "y", "mask"} | noise_names,
         source,
-        f"train inputs are {sorted(t_in)}; expected x, y and optionally mask",
+        f"train inputs are {sorted(t_in)}; expected x, y and optionally mask and "
+        "noise0, noise1, ...",
     )
     _require(
         "loss" in t_out, source, f"train outputs are {sorted(t_out)}; expected loss"
@@ -267,6 +277,7 @@ def read_contract(interpreter: Any, source: str, ops: tuple[str, ...]) -> ModelC
             f"train input {m}; expected float32[{batch}]",
         )
 
+    noise = _noise_inputs([t_in[n] for n in noise_names], batch, source)
     params = _ordered_params(p_out, source, "parameters outputs")
     restore = _ordered_params(r_in, source, "restore inputs")
     for p, r in zip(params, restore, strict=False):
@@ -302,7 +313,31 @@ def read_contract(interpreter: Any, source: str, ops: tuple[str, ...]) -> ModelC
         parameters=params,
         extra_signatures=tuple(sorted(set(sigs) - set(REQUIRED_SIGNATURES))),
         ops=ops,
+        noise=noise,
     )
+
+
+def _noise_inputs(
+    tensors: list[TensorInfo], batch: int, source: str
+) -> tuple[TensorInfo, ...]:
+    ordered = sorted(tensors, key=lambda t: int(t.name[5:]))
+    names = [t.name for t in ordered]
+    _require(
+        names == [f"noise{k}" for k in range(len(ordered))],
+        source,
+        f"train noise inputs {names} are not noise0, noise1, ... without gaps",
+    )
+    for t in ordered:
+        _require(
+            t.dtype == np.float32
+            and len(t.shape) >= 2
+            and t.shape[0] in (batch, 1)
+            and all(d > 0 for d in t.shape[1:]),
+            source,
+            f"train input {t}; expected float32 with first dimension "
+            f"{'None' if batch < 0 else batch} or 1 and fixed other dimensions",
+        )
+    return tuple(ordered)
 
 
 def _ordered_params(

@@ -19,6 +19,7 @@ from typing import Any
 
 from fedtflite.data.partition import PartitionSpec
 from fedtflite.errors import ConfigError
+from fedtflite.models.architectures import ARCHITECTURES
 
 __all__ = [
     "PARTITIONERS",
@@ -71,9 +72,12 @@ class SimulationConfig:
         Client learning rate (``learning-rate``): baked into built models and
         set through ``set_learning_rate`` where a model exposes it.
     model : str
-        ``mlp``, ``cnn``, or a path to any valid client ``.tflite`` (``model``).
+        A named architecture (``mlp``, ``cnn``, ``2nn``, ``fedavg-cnn``), a path
+        to any valid client ``.tflite``, or a path to a compiled Keras model
+        (``.keras``: built once with its own loss and optimizer, cached by
+        content hash) (``model``).
     optimizer, momentum, weight_decay
-        Client optimizer of built models (``optimizer``: sgd | adam).
+        Client optimizer of the named architectures (``optimizer``: sgd | adam).
     partitioner : str
         iid | dirichlet | pathological | shard | quantity (``partitioner``).
     alpha : float
@@ -226,10 +230,10 @@ def _validate(c: SimulationConfig) -> None:
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
     _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")
     _check(
-        c.model in ("mlp", "cnn") or c.model.endswith(".tflite"),
+        c.model in ARCHITECTURES or c.model.endswith((".tflite", ".keras")),
         "model",
         c.model,
-        "expected mlp, cnn or a path ending in .tflite",
+        f"expected {', '.join(ARCHITECTURES)} or a path ending in .tflite or .keras",
     )
     _check(
         c.partitioner in PARTITIONERS,

@@ -23,7 +23,8 @@ from fedtflite.data import (
     write_partition_stats,
 )
 from fedtflite.errors import ConfigError, DataShapeError
-from fedtflite.models.cache import cached_model
+from fedtflite.models.architectures import ARCHITECTURES
+from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
@@ -83,11 +84,12 @@ def default_run_dir(root: Path = Path("runs")) -> Path:
 
 
 def resolve_model(config: SimulationConfig) -> bytes:
-    """The `.tflite` bytes the config names: a built ``mlp``/``cnn`` or a file.
+    """The `.tflite` bytes the config names: a named architecture, a Keras model
+    (built with its fixed `train` batch = ``batch-size``) or a `.tflite` file.
 
     Built models are cached on disk (TensorFlow is imported on a cache miss only).
     """
-    if config.model in ("mlp", "cnn"):
+    if config.model in ARCHITECTURES:
         spec = ModelSpec(
             architecture=config.model,
             optimizer=OptimizerSpec(
@@ -97,14 +99,28 @@ def resolve_model(config: SimulationConfig) -> bytes:
                 weight_decay=config.weight_decay,
             ),
             seed=config.seed,
-            batch_size=config.batch_size if config.model == "cnn" else None,
+            batch_size=(
+                config.batch_size
+                if ARCHITECTURES[config.model].needs_static_batch
+                else None
+            ),
             proximal=config.strategy == "fedprox",
             scaffold=config.strategy == "scaffold",
         )
         return cached_model(spec)
     path = Path(config.model)
     if not path.is_file():
-        raise ConfigError(f"model = {config.model!r}: no such file (or use mlp, cnn)")
+        raise ConfigError(
+            f"model = {config.model!r}: no such file "
+            f"(or use {', '.join(ARCHITECTURES)})"
+        )
+    if path.suffix == ".keras":
+        return cached_keras_model(
+            path,
+            batch_size=config.batch_size,
+            proximal=config.strategy == "fedprox",
+            scaffold=config.strategy == "scaffold",
+        )
     return path.read_bytes()
 
 
@@ -122,8 +138,8 @@ def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) ->
     if signature not in model.contract.extra_signatures:
         raise ConfigError(
             f"strategy = {config.strategy!r} runs on the device and needs a model "
-            f"with a {signature} signature; {config.model} has none: use model = "
-            f"mlp or cnn, or build one with `fedtflite build ... {flag}`"
+            f"with a {signature} signature; {config.model} has none: use a named "
+            f"model or a .keras file, or build one with `fedtflite build ... {flag}`"
         )
     if config.strategy == "scaffold" and not model.supports_learning_rate:
         raise ConfigError(
