@@ -67,14 +67,15 @@ def _build_keras(args: argparse.Namespace) -> int:
         )
     if not args.keras.is_file():
         raise ConfigError(f"--keras {args.keras}: no such file")
-    from fedtflite.models.build import from_keras
+    from fedtflite.models.build import from_keras, quiet_stderr
 
-    data = from_keras(
-        args.keras,
-        batch_size=args.batch_size,
-        proximal=args.proximal,
-        scaffold=args.scaffold,
-    )
+    with quiet_stderr():  # TensorFlow's start-up lines; an error is one line
+        data = from_keras(
+            args.keras,
+            batch_size=args.batch_size,
+            proximal=args.proximal,
+            scaffold=args.scaffold,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes) from {args.keras}")

@@ -9,15 +9,19 @@ it and it runs on ``ai_edge_litert`` in a process that never imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fedtflite.errors import ConfigError
 from fedtflite.models.specs import DEFAULT_STATIC_BATCH, ModelSpec, OptimizerSpec
 
-__all__ = ["build_model", "from_keras", "write_model"]
+__all__ = ["build_model", "from_keras", "quiet_stderr", "write_model"]
 
 
 def from_keras(
@@ -148,3 +152,26 @@ def write_model(spec: ModelSpec, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(build_model(spec))
     return path
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 and Python warnings for the duration.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore
+    ``TF_CPP_MIN_LOG_LEVEL`` and the converter logs expected warnings; a command
+    that builds a model and may then fail must still print one line. The CLI
+    wraps its builds in this; the error line is printed after it ends.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -93,11 +93,12 @@ def cached_keras_model(
     key = _key(hashlib.sha256(path.read_bytes()).digest() + options)
 
     def build() -> bytes:
-        from fedtflite.models.build import from_keras
+        from fedtflite.models.build import from_keras, quiet_stderr
 
-        return from_keras(
-            path, batch_size=batch_size, proximal=proximal, scaffold=scaffold
-        )
+        with quiet_stderr():  # a bad model fails in one line, not under TF's logs
+            return from_keras(
+                path, batch_size=batch_size, proximal=proximal, scaffold=scaffold
+            )
 
     return _cached(f"keras-{key}", build, cache_dir)
 

@@ -423,7 +423,6 @@ class _Reader:
 
     def _conv2d(self, site: _Site) -> list[Layer]:
         cfg = site.cfg
-        self._spatial_input(site)
         if tuple(cfg["dilation_rate"]) != (1, 1) or cfg["groups"] != 1:
             self._fail(
                 f"{site.where} has dilation_rate={tuple(cfg['dilation_rate'])}, "
@@ -436,7 +435,6 @@ class _Reader:
         return [Conv2D(site.source, kernel, bias, strides, padding), *activation]
 
     def _pool(self, mode: str, site: _Site) -> list[Layer]:
-        self._spatial_input(site)
         cfg = site.cfg
         pool = (int(cfg["pool_size"][0]), int(cfg["pool_size"][1]))
         strides_cfg = cfg.get("strides") or pool
@@ -444,7 +442,6 @@ class _Reader:
         return [Pool2D(site.source, mode, pool, strides, self._padding(site))]
 
     def _global_average_pooling(self, site: _Site) -> list[Layer]:
-        self._spatial_input(site)
         return [GlobalAveragePool2D(site.source, bool(site.cfg.get("keepdims")))]
 
     def _reshape(self, site: _Site) -> list[Layer]:
@@ -468,7 +465,6 @@ class _Reader:
         return [Dropout(site.source, rate, tuple(shape))]
 
     def _spatial_dropout(self, site: _Site) -> list[Layer]:
-        self._spatial_input(site)
         rate = float(site.cfg["rate"])
         if rate == 0.0:
             return []
@@ -541,13 +537,6 @@ class _Reader:
                 f"{site.where} has padding={padding!r}; supported: 'valid', 'same'"
             )
         return padding
-
-    def _spatial_input(self, site: _Site) -> None:
-        if len(site.in_shape) != 4:
-            self._fail(
-                f"{site.where} gets input shape {site.in_shape}; supported: images "
-                "(batch, height, width, channels): add Reshape((28, 28, 1)) first"
-            )
 
 
 class _Fail:
