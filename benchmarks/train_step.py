@@ -1,18 +1,22 @@
-"""Time one `train` step in LiteRT against the same step in native TensorFlow.
+"""Time one `train` step in LiteRT against the same Keras model's step in TensorFlow.
 
-For each architecture, at a batch of 32 with SGD (lr 0.05, momentum 0.9):
+One row per supported layer type (a small Keras model featuring it) and per
+named architecture, at a batch of 32, each model with its own compiled
+optimizer (the named ones: SGD, lr 0.05, momentum 0.9):
 
-* LiteRT: the built `.tflite`'s ``train`` signature, one interpreter thread (the
-  clients run one interpreter per process, one process per core);
-* TensorFlow: the same network and update with native ops and native autodiff
-  (`tf.GradientTape`) inside a `tf.function` (no XLA);
-* the cost of a client's model round: an interpreter from bytes (with its
-  signature runners) and a ``parameters`` + ``restore`` round trip.
+* LiteRT: the `.tflite` from :func:`fedtflite.models.from_keras`, trained the
+  way a client does (:meth:`fedtflite.runtime.ClientModel.fit`, one interpreter
+  thread; per step: batch assembly, fresh dropout noise, one ``train`` call);
+* Keras: ``model.train_on_batch`` on the same Keras model;
+* ``tf.function``: the same model's forward pass, `tf.GradientTape` and its
+  optimizer's ``apply`` in one `tf.function` (no XLA): TensorFlow's native step.
 
-The two steps are timed in alternating rounds, so both see the same machine
-state; every figure is the median over all timed calls. Run::
+TensorFlow runs with one intra-op and one inter-op thread (``--tf-threads``), as
+LiteRT does: a simulation runs one single-threaded client process per core.
+The three are timed in alternating rounds, so all see the same machine state;
+every figure is the median over all timed steps. Run::
 
-    python benchmarks/train_step.py [--rounds 20] [--steps 50] [--threads 1]
+    python benchmarks/train_step.py [--rounds 5] [--steps 20] [--only NAME,...]
 """
 
 from __future__ import annotations
@@ -21,60 +25,140 @@ import argparse
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
-
-from fedtflite.models.architectures import ARCHITECTURES, init_weights
-from fedtflite.models.build import build_model
-from fedtflite.models.specs import ModelSpec, OptimizerSpec
-
 BATCH = 32
-OPTIMIZER = OptimizerSpec("sgd", learning_rate=0.05, momentum=0.9)
-SIGNATURES = ("train", "infer", "parameters", "restore", "set_learning_rate")
 
 
-def _native_logits(arch: str, w: Sequence[tf.Variable], x: tf.Tensor) -> tf.Tensor:
-    if arch == "mlp":
-        h = tf.nn.relu(tf.matmul(tf.reshape(x, [-1, 784]), w[0]) + w[1])
-        return tf.matmul(h, w[2]) + w[3]
-    h = tf.expand_dims(x, -1)
-    for k, b in ((w[0], w[1]), (w[2], w[3])):
-        h = tf.nn.relu(tf.nn.conv2d(h, k, strides=1, padding="VALID") + b)
-        h = tf.nn.max_pool2d(h, ksize=2, strides=2, padding="VALID")
-    h = tf.reshape(h, [-1, 256])
-    h = tf.nn.relu(tf.matmul(h, w[4]) + w[5])
-    h = tf.nn.relu(tf.matmul(h, w[6]) + w[7])
-    return tf.matmul(h, w[8]) + w[9]
+def _models() -> dict[str, Callable[[], Any]]:
+    """Row name -> a compiled Keras model featuring that layer type."""
+    import keras
+
+    from fedtflite.models.zoo import keras_definition
+
+    layers = keras.layers
+
+    def seq(*body: Any, shape: tuple[int, ...] = (28, 28, 1), opt: Any = None) -> Any:
+        model = keras.Sequential([keras.Input(shape), *body])
+        model.compile(
+            optimizer=opt or keras.optimizers.SGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    def conv_then(*body: Any) -> Callable[[], Any]:
+        return lambda: seq(
+            layers.Conv2D(16, 3, activation="relu"),
+            *body,
+            layers.Flatten(),
+            layers.Dense(10),
+        )
+
+    def dense_with(activation: str) -> Callable[[], Any]:
+        return lambda: seq(
+            layers.Dense(128, activation=activation), layers.Dense(10), shape=(784,)
+        )
+
+    def named(name: str) -> Callable[[], Any]:
+        def make() -> Any:
+            model = keras_definition(name)
+            model.compile(
+                optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            )
+            return model
+
+        return make
+
+    return {
+        "Dense 784-128-10 relu": dense_with("relu"),
+        "Activation tanh": dense_with("tanh"),
+        "Activation sigmoid": dense_with("sigmoid"),
+        "Activation elu": dense_with("elu"),
+        "Activation leaky_relu": dense_with("leaky_relu"),
+        "Activation softmax (output; from probabilities)": lambda: _softmax_output(seq),
+        "Conv2D 3x3 valid": conv_then(),
+        "Conv2D 5x5 same stride 2": lambda: seq(
+            layers.Conv2D(16, 5, strides=2, padding="same", activation="relu"),
+            layers.Flatten(),
+            layers.Dense(10),
+        ),
+        "MaxPooling2D 2x2": conv_then(layers.MaxPooling2D(2)),
+        "MaxPooling2D 3x3 stride 2 (overlapping)": conv_then(
+            layers.MaxPooling2D(3, strides=2)
+        ),
+        "AveragePooling2D 2x2": conv_then(layers.AveragePooling2D(2)),
+        "GlobalAveragePooling2D": conv_then(layers.GlobalAveragePooling2D()),
+        "Dropout 0.5": lambda: seq(
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10),
+            shape=(784,),
+        ),
+        "BatchNormalization (conv)": conv_then(layers.BatchNormalization()),
+        "Reshape + Flatten (28x28 -> 28x28x1)": lambda: seq(
+            layers.Reshape((28, 28, 1)),
+            layers.Conv2D(16, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(10),
+            shape=(28, 28),
+        ),
+        "Adam (Dense 784-128-10)": lambda: seq(
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10),
+            shape=(784,),
+            opt=keras.optimizers.Adam(1e-3),
+        ),
+        "RMSprop (Dense 784-128-10)": lambda: seq(
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10),
+            shape=(784,),
+            opt=keras.optimizers.RMSprop(1e-3),
+        ),
+        "mlp": named("mlp"),
+        "cnn": named("cnn"),
+        "2nn": named("2nn"),
+        "fedavg-cnn": named("fedavg-cnn"),
+    }
 
 
-def _native_step(arch: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    """TensorFlow's step: native kernels and autodiff, momentum SGD as the `.tflite`.
+def _softmax_output(seq: Callable[..., Any]) -> Any:
+    import keras
 
-    Raw `tf.nn` ops and a hand-written update: the fastest TensorFlow form
-    (stock Keras layers and ``keras.optimizers.SGD`` measured ~10% slower).
-    """
-    w = [tf.Variable(a) for a in init_weights(ARCHITECTURES[arch], seed=0)]
-    buf = [tf.Variable(tf.zeros_like(v)) for v in w]
-    lr, momentum = OPTIMIZER.learning_rate, OPTIMIZER.momentum
+    model = seq(
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+        shape=(784,),
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+    )
+    return model
+
+
+def _tf_step(model: Any) -> Callable[[Any, Any], Any]:
+    import tensorflow as tf
+
+    loss_fn = model.loss
+    if isinstance(loss_fn, str):
+        import keras
+
+        loss_fn = keras.losses.get(loss_fn)
 
     @tf.function(jit_compile=False)
-    def step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    def step(x: Any, y: Any) -> Any:
         with tf.GradientTape() as tape:
-            logits = _native_logits(arch, w, x)
-            loss = tf.reduce_mean(
-                tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            )
-        for v, b, g in zip(w, buf, tape.gradient(loss, w), strict=True):
-            b.assign(momentum * b + g)
-            v.assign_sub(lr * b)
+            loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+        grads = tape.gradient(loss, model.trainable_weights)
+        model.optimizer.apply(grads, model.trainable_weights)
         return loss
 
-    return lambda x, y: float(step(x, y).numpy())
+    return step
 
 
 def _time_ms(fn: Callable[[], object], n: int) -> list[float]:
@@ -86,73 +170,81 @@ def _time_ms(fn: Callable[[], object], n: int) -> list[float]:
     return times
 
 
-def _measure(arch: str, rounds: int, steps: int, threads: int) -> dict[str, float]:
-    model = build_model(ModelSpec(arch, OPTIMIZER))
-    interpreter = Interpreter(model_content=model, num_threads=threads)
-    train = interpreter.get_signature_runner("train")
-    parameters = interpreter.get_signature_runner("parameters")
-    restore = interpreter.get_signature_runner("restore")
-    tf_step = _native_step(arch)
+def _measure(make: Callable[[], Any], rounds: int, steps: int) -> dict[str, float]:
+    import tensorflow as tf
 
+    from fedtflite.models import from_keras
+    from fedtflite.runtime import ClientModel
+
+    model = make()
+    tflite = from_keras(model)
+    client = ClientModel(tflite)
     rng = np.random.default_rng(0)
-    x = rng.random((BATCH, 28, 28), dtype=np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)]
-    inputs = {"x": x, "y": y}
-    if "mask" in train.get_input_details():
-        inputs["mask"] = np.ones(BATCH, np.float32)
+    images = rng.random((BATCH * steps, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, BATCH * steps)
+    x = images[:BATCH].reshape((BATCH, *model.inputs[0].shape[1:]))
+    y_ids = labels[:BATCH]
+    y = (
+        y_ids
+        if not client.contract.one_hot_labels
+        else np.eye(10, dtype=np.float32)[y_ids]
+    )
+    tf_step = _tf_step(model)
+    tx, ty = tf.constant(x), tf.constant(y)
 
-    def lite_step() -> None:
-        train(**inputs)
+    def lite_steps() -> None:
+        client.fit(images, labels, epochs=1, batch_size=BATCH, rng=rng)
 
-    def round_trip() -> None:
-        restore(**parameters())
-
-    def create() -> None:
-        fresh = Interpreter(model_content=model, num_threads=threads)
-        for name in SIGNATURES:
-            fresh.get_signature_runner(name)
-
-    for _ in range(20):  # warm-up: tracing, allocation, caches
-        lite_step()
-        tf_step(x, y)
+    for _ in range(3):  # warm-up: tracing, allocation, caches
+        lite_steps()
+        model.train_on_batch(x, y)
+        tf_step(tx, ty)
     lite: list[float] = []
+    keras_times: list[float] = []
     native: list[float] = []
     for _ in range(rounds):
-        lite += _time_ms(lite_step, steps)
-        native += _time_ms(lambda: tf_step(x, y), steps)
+        lite += [t / steps for t in _time_ms(lite_steps, 1)]
+        keras_times += _time_ms(lambda: model.train_on_batch(x, y), steps)
+        native += _time_ms(lambda: tf_step(tx, ty), steps)
     return {
         "lite": float(np.median(lite)),
+        "keras": float(np.median(keras_times)),
         "tf": float(np.median(native)),
-        "create": float(np.median(_time_ms(create, 20))),
-        "round_trip": float(np.median(_time_ms(round_trip, 200))),
-        "kib": len(model) / 1024,
+        "kib": len(tflite) / 1024,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20, help="alternations")
-    parser.add_argument("--steps", type=int, default=50, help="steps per round")
-    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations")
+    parser.add_argument("--steps", type=int, default=20, help="steps per round")
+    parser.add_argument("--tf-threads", type=int, default=1, help="TensorFlow threads")
+    parser.add_argument("--only", default="", help="comma-separated row names")
     args = parser.parse_args(argv)
-    rows = {
-        arch: _measure(arch, args.rounds, args.steps, args.threads)
-        for arch in ("mlp", "cnn")
-    }
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
+    models = _models()
+    wanted = [n for n in args.only.split(",") if n] or list(models)
     print(
-        f"batch {BATCH}, SGD momentum, LiteRT num_threads={args.threads}, "
+        f"batch {BATCH}, LiteRT num_threads=1, TensorFlow {args.tf_threads} thread(s), "
         f"median of {args.rounds}x{args.steps} steps\n"
     )
     print(
-        "| model | LiteRT train step (ms) | TF tf.function step (ms) | LiteRT / TF "
-        "| interpreter from bytes (ms) | parameters + restore (ms) | .tflite (KiB) |"
+        "| model | LiteRT step (ms) | Keras train_on_batch (ms) | "
+        "tf.function step (ms) | LiteRT / train_on_batch | LiteRT / tf.function "
+        "| .tflite (KiB) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for arch, r in rows.items():
+    for name in wanted:
+        r = _measure(models[name], args.rounds, args.steps)
         print(
-            f"| {arch} | {r['lite']:.3f} | {r['tf']:.3f} | {r['lite'] / r['tf']:.2f} "
-            f"| {r['create']:.2f} | {r['round_trip']:.3f} | {r['kib']:.0f} |"
+            f"| {name} | {r['lite']:.3f} | {r['keras']:.3f} | {r['tf']:.3f} "
+            f"| {r['lite'] / r['keras']:.2f} | **{r['lite'] / r['tf']:.2f}** "
+            f"| {r['kib']:.0f} |",
+            flush=True,
         )
 
 
