@@ -38,7 +38,7 @@ def build_model(spec: ModelSpec) -> bytes:
     arch = ARCHITECTURES[spec.architecture]
     module = TrainableModel(
         arch,
-        init_weights(arch, spec.seed),
+        init_weights(arch, spec.seed, spec.weight_init),
         spec.optimizer,
         spec.train_batch,
         proximal=spec.proximal,

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fedtflite.data.partition import PartitionSpec
+from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
 from fedtflite.errors import ConfigError
+from fedtflite.models.architectures import WEIGHT_INITS
 
 __all__ = [
     "PARTITIONERS",
@@ -43,7 +44,7 @@ STRATEGIES = (
     "qfedavg",
     "scaffold",
 )
-PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "quantity")
+PARTITIONERS = PARTITION_KINDS
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,14 @@ class SimulationConfig:
         ``mlp``, ``cnn``, or a path to any valid client ``.tflite`` (``model``).
     optimizer, momentum, weight_decay
         Client optimizer of built models (``optimizer``: sgd | adam).
+    weight_init : str
+        Initial weights of built models (``weight-init``): ``glorot`` (Keras'
+        defaults) or ``torch`` (PyTorch's, as NIID-Bench's models start); seeded
+        with ``seed``. See :func:`fedtflite.models.architectures.init_weights`.
     partitioner : str
-        iid | dirichlet | pathological | shard | quantity (``partitioner``).
+        iid | dirichlet | pathological | shard | quantity (flwr-datasets'
+        partitioners) | niid-bench-iid | niid-bench-labeldir | niid-bench-label
+        (NIID-Bench's own, index for index) (``partitioner``).
     alpha : float
         Dirichlet concentration for ``dirichlet`` and ``quantity`` (``alpha``).
     classes_per_client : int
@@ -130,6 +137,7 @@ class SimulationConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    weight_init: str = "glorot"
     partitioner: str = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
@@ -230,6 +238,12 @@ def _validate(c: SimulationConfig) -> None:
         "model",
         c.model,
         "expected mlp, cnn or a path ending in .tflite",
+    )
+    _check(
+        c.weight_init in WEIGHT_INITS,
+        "weight-init",
+        c.weight_init,
+        f"expected one of {', '.join(WEIGHT_INITS)}",
     )
     _check(
         c.partitioner in PARTITIONERS,

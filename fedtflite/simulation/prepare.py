@@ -97,6 +97,7 @@ def resolve_model(config: SimulationConfig) -> bytes:
                 weight_decay=config.weight_decay,
             ),
             seed=config.seed,
+            weight_init=config.weight_init,
             batch_size=config.batch_size if config.model == "cnn" else None,
             proximal=config.strategy == "fedprox",
             scaffold=config.strategy == "scaffold",
