@@ -35,6 +35,13 @@ from fedtflite.devices.clock import (
     format_time_to_accuracy,
     time_to_accuracy,
 )
+from fedtflite.devices.participation import (
+    PARTICIPATION_COLUMNS,
+    Participation,
+    plot_participation,
+    write_participation,
+)
+from fedtflite.devices.planner import PlannedRound, RoundPlanner, sample_online
 from fedtflite.devices.profiles import (
     LOGNORMAL,
     PHONE_TIERS,
@@ -69,6 +76,7 @@ __all__ = [
     "ACCURACY_TARGETS",
     "DEVICE_CSV_COLUMNS",
     "LOGNORMAL",
+    "PARTICIPATION_COLUMNS",
     "PHONE_TIERS",
     "STRAGGLER_POLICIES",
     "AlwaysOnline",
@@ -82,7 +90,10 @@ __all__ = [
     "IntervalSchedule",
     "LogNormal",
     "Outcome",
+    "Participation",
+    "PlannedRound",
     "RoundPlan",
+    "RoundPlanner",
     "RoundRules",
     "SafeUnpickler",
     "Tier",
@@ -102,8 +113,11 @@ __all__ = [
     "parse_availability",
     "parse_devices",
     "plan_round",
+    "plot_participation",
     "safe_unpickle",
+    "sample_online",
     "time_to_accuracy",
     "trace_schedule",
     "transfer_seconds",
+    "write_participation",
 ]
