@@ -172,3 +172,41 @@ def test_make_availability_dispatches() -> None:
     assert b == BernoulliOnline(3, 0.5, 7)
     d = make_availability(parse_availability("diurnal:spread=0"), 3, 0)
     assert isinstance(d, IntervalSchedule) and d.online(0, 0.0).all()
+
+
+def _reference_online_for(s: IntervalSchedule, c: int, t: float) -> float:
+    """Unroll client c's intervals over the periods around t, merge, look up."""
+    period = float(s.period[c])
+    lo, hi = int(s.offsets[c]), int(s.offsets[c + 1])
+    base = math.floor(t / period) * period
+    spans: list[list[float]] = []
+    for k in range(4):
+        for a, b in zip(s.starts[lo:hi], s.ends[lo:hi], strict=True):
+            a, b = base + k * period + a, base + k * period + b
+            if spans and a <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], b)
+            else:
+                spans.append([a, b])
+    for a, b in spans:
+        if a <= t <= b:
+            return INF if b >= base + 4 * period else b - t
+    return 0.0
+
+
+def test_online_for_matches_an_unrolled_reference() -> None:
+    rng = np.random.default_rng(0)
+    intervals = []
+    periods = rng.choice([10.0, 24.0, 100.0], size=300)
+    for p in periods:
+        cuts = np.sort(rng.uniform(0, p, size=2 * rng.integers(0, 4)))
+        if rng.random() < 0.3 and len(cuts):  # start at 0 / end at the period
+            cuts[0] = 0.0
+        if rng.random() < 0.3 and len(cuts):
+            cuts[-1] = p
+        intervals.append((cuts[0::2], cuts[1::2]))
+    s = IntervalSchedule.build(periods, intervals)
+    for t in rng.uniform(0, 500, size=40):
+        ids = np.flatnonzero(s.online(0, t))
+        got = s.online_for(ids, 0, t)
+        want = [_reference_online_for(s, int(c), float(t)) for c in ids]
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)

@@ -201,26 +201,28 @@ class IntervalSchedule:
     def online_for(
         self, client_ids: np.ndarray, server_round: int, t: float
     ) -> np.ndarray:
+        """Seconds until each client goes offline (0 when offline now). An
+        interval that reaches the period's end continues into the next
+        period's first interval when that one starts at 0 (``inf`` when that is
+        the same interval: online all the time)."""
         ids = np.asarray(client_ids, dtype=np.int64)
         k, norm = self._interval_at(ids, t)
-        out = np.zeros(len(ids))
-        for j in np.flatnonzero(k >= 0).tolist():
-            out[j] = self._remaining(int(ids[j]), int(k[j]), float(norm[j]))
-        return out
-
-    def _remaining(self, c: int, k: int, norm: float) -> float:
-        """Seconds until client ``c`` (in interval ``k`` at ``norm``) goes offline;
-        an interval that reaches the period's end continues into the next
-        period's first interval when that one starts at 0."""
-        period = float(self.period[c])
-        lo, hi = int(self.offsets[c]), int(self.offsets[c + 1])
-        end = float(self.ends[k])
-        wraps = end >= period and float(self.starts[lo]) <= 0.0
-        if not wraps:
-            return end - norm
-        if hi - lo == 1:  # one interval covering the whole period: always on
-            return math.inf
-        return (period - norm) + float(self.ends[lo])
+        if not len(self.ends):
+            return np.zeros(len(ids))
+        inside = k >= 0
+        k = np.where(inside, k, 0)
+        period = self.period[ids]
+        lo, hi = self.offsets[ids], self.offsets[ids + 1]
+        first = np.minimum(lo, len(self.ends) - 1)
+        end = self.ends[k]
+        wraps = (end >= period) & (self.starts[first] <= 0.0) & (hi > lo)
+        remaining = np.where(
+            wraps,
+            np.where(hi - lo == 1, np.inf, (period - norm) + self.ends[first]),
+            end - norm,
+        )
+        result: np.ndarray = np.where(inside, remaining, 0.0)
+        return result
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> list[tuple[float, float]]:
