@@ -62,14 +62,13 @@ from fedtflite.devices.rounds import (
     plan_round,
     transfer_seconds,
 )
+from fedtflite.devices.safepickle import SafeUnpickler, safe_unpickle
 from fedtflite.devices.tracefiles import (
     DEVICE_CSV_COLUMNS,
     BehaveTrace,
     DeviceTable,
-    SafeUnpickler,
     load_behave_trace,
     load_device_file,
-    safe_unpickle,
 )
 
 __all__ = [
