@@ -37,6 +37,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay or 0.0,
         ),
         seed=args.seed or 0,
+        weight_init=args.weight_init or "glorot",
         batch_size=args.batch_size,
         proximal=args.proximal,
         scaffold=args.scaffold,
@@ -57,6 +58,7 @@ def _build_keras(args: argparse.Namespace) -> int:
             ("--momentum", args.momentum),
             ("--weight-decay", args.weight_decay),
             ("--seed", args.seed),
+            ("--weight-init", args.weight_init),
         )
         if value is not None
     ]
@@ -209,6 +211,46 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_partition(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fedtflite.data import (
+        load_fashion_mnist,
+        partition_stats,
+        validate_partition_spec,
+        write_partition_stats,
+    )
+    from fedtflite.simulation import load_config
+    from fedtflite.simulation.partition_file import cached_partition, save_partition
+
+    config = load_config(args.config if args.config else DEFAULT_CONFIG, args.set)
+    labels = load_fashion_mnist(config.data_dir or None).train.labels
+    spec = config.partition_spec()
+    validate_partition_spec(spec, len(labels))
+    parts = cached_partition(labels, spec)
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_partition(out / "partition.npz", parts, spec)
+        stats = partition_stats(labels, parts)
+        csv_path, png_path = write_partition_stats(stats, out)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
+    sizes = stats.sum(axis=1)
+    classes = (stats > 0).sum(axis=1)
+    print(
+        f"{spec.kind} partition of {len(labels)} training images over "
+        f"{spec.num_clients} clients (seed {spec.seed}): examples per client "
+        f"min {sizes.min()}, median {np.median(sizes):g}, max {sizes.max()}; "
+        f"classes per client min {classes.min()}, median {np.median(classes):g}, "
+        f"max {classes.max()}"
+    )
+    print(f"wrote {out / 'partition.npz'}, {csv_path} and {png_path}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from fedtflite.data import download_fashion_mnist, find_data_dir, load_fashion_mnist
 
@@ -253,6 +295,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--seed", type=int, default=None, help="seed of the initial weights (0)"
+    )
+    b.add_argument(
+        "--weight-init",
+        default=None,
+        help="initial weights: glorot (Keras' defaults, the default) or torch "
+        "(PyTorch's)",
     )
     b.add_argument(
         "--batch-size",
@@ -324,6 +372,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--report-only", action="store_true", help="run nothing")
     w.set_defaults(func=_cmd_sweep)
+
+    q = sub.add_parser(
+        "partition",
+        help="write a config's partition (partition.npz/.csv/.png) without training",
+    )
+    q.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        default=None,
+        help=f"TOML config (default {DEFAULT_CONFIG})",
+    )
+    q.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key"
+    )
+    q.add_argument("--out", type=Path, required=True, help="directory to write into")
+    q.set_defaults(func=_cmd_partition)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])

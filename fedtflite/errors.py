@@ -13,6 +13,7 @@ __all__ = [
     "DataFormatError",
     "DataMissingError",
     "DataShapeError",
+    "DeviceFileError",
     "FedTfliteError",
     "FlexOpsError",
     "KerasModelError",
@@ -21,6 +22,7 @@ __all__ = [
     "NonFiniteError",
     "PartitionError",
     "SignatureMismatchError",
+    "UnsafePickleError",
     "WeightsMismatchError",
 ]
 
@@ -89,3 +91,14 @@ class ConfigError(FedTfliteError):
 class CheckpointError(FedTfliteError):
     """A run directory's checkpoint that cannot be resumed (unreadable, written
     for another config, or ahead of its ``history.csv``)."""
+
+
+class DeviceFileError(FedTfliteError):
+    """A device-profile or availability file that cannot be read: unknown format,
+    a missing column, a value out of range (the message names file, row, column)."""
+
+
+class UnsafePickleError(DeviceFileError):
+    """A pickle that asks to build anything but dicts, lists, numbers and strings.
+
+    It is refused before anything in it runs: a pickle is a program."""

@@ -211,3 +211,42 @@ def test_resume_without_a_run_directory_is_one_line(
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "--resume needs --out" in err
+
+
+def test_partition_writes_the_split_without_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "split"
+    code = main(
+        [
+            "partition",
+            "--set",
+            "partitioner=niid-bench-label",
+            "--set",
+            "classes-per-client=3",
+            "--set",
+            "num-clients=10",
+            "--out",
+            str(out),
+        ]
+    )
+
+    assert code == 0
+    assert "classes per client min 3, median 3, max 3" in capsys.readouterr().out
+    with np.load(out / "partition.npz") as f:
+        assert len(f["indices"]) == 60_000  # every class is held by some client
+        assert len(f["offsets"]) == 11
+    rows = (out / "partition.csv").read_text().splitlines()
+    assert len(rows) == 11  # header + 10 clients
+    assert (out / "partition.png").stat().st_size > 0
+
+
+def test_partition_into_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "a_file"
+    target.write_text("x")
+
+    assert main(["partition", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a directory" in err

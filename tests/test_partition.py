@@ -13,6 +13,7 @@ from datasets import Dataset
 from flwr_datasets import partitioner as fp
 
 from fedtflite.data import (
+    FLWR_DATASETS_KINDS,
     PARTITION_KINDS,
     PartitionSpec,
     partition_indices,
@@ -61,7 +62,7 @@ def flwr_reference(s: PartitionSpec, part: fp.Partitioner) -> list[set[int]]:
 
 
 @pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning")
-@pytest.mark.parametrize("kind", PARTITION_KINDS)
+@pytest.mark.parametrize("kind", FLWR_DATASETS_KINDS)
 def test_equals_flwr_datasets_load_partition(kind: str) -> None:
     s = spec(kind, seed=7)
     parts = partition_indices(LABELS, s)

@@ -392,6 +392,56 @@ def test_fit_trains_every_example_once_per_epoch(
     assert _same(model.parameters(), initial)
 
 
+def test_fit_max_steps_runs_the_first_steps_of_the_schedule(
+    mlp_bytes: bytes, data: FashionMnist
+) -> None:
+    # 70 examples in batches of 32: 3 steps per epoch. A budget of 3 steps out
+    # of 2 epochs is exactly the first epoch, in the same shuffled order.
+    x, y = data.train.images[:70], data.train.labels[:70]
+    one_epoch = ClientModel(mlp_bytes)
+    full = one_epoch.fit(x, y, epochs=1, batch_size=32, rng=np.random.default_rng(5))
+    cut = ClientModel(mlp_bytes)
+    fit = cut.fit(
+        x, y, epochs=2, batch_size=32, rng=np.random.default_rng(5), max_steps=3
+    )
+    assert (fit.num_steps, fit.num_examples) == (3, 70)
+    assert fit.loss == pytest.approx(full.loss, rel=1e-6)
+    assert _same(cut.parameters(), one_epoch.parameters())
+
+    # A budget that ends inside an epoch; one above the schedule changes nothing.
+    model = ClientModel(mlp_bytes)
+    assert (
+        model.fit(
+            x, y, epochs=2, batch_size=32, rng=np.random.default_rng(5), max_steps=4
+        ).num_steps
+        == 4
+    )
+    assert (
+        model.fit(
+            x, y, epochs=2, batch_size=32, rng=np.random.default_rng(5), max_steps=99
+        ).num_steps
+        == 6
+    )
+
+
+def test_fit_zero_step_budget_trains_nothing(
+    mlp_bytes: bytes, data: FashionMnist
+) -> None:
+    model = ClientModel(mlp_bytes)
+    initial = model.parameters()
+    x, y = data.train.images[:10], data.train.labels[:10]
+    fit = model.fit(
+        x, y, epochs=1, batch_size=32, rng=np.random.default_rng(0), max_steps=0
+    )
+    assert (fit.num_steps, fit.num_examples) == (0, 10)
+    assert np.isnan(fit.loss)
+    assert _same(model.parameters(), initial)
+    with pytest.raises(DataShapeError, match="max_steps must be >= 0, got -1"):
+        model.fit(
+            x, y, epochs=1, batch_size=32, rng=np.random.default_rng(0), max_steps=-1
+        )
+
+
 def test_fit_zero_epochs_takes_no_step(mlp_bytes: bytes, data: FashionMnist) -> None:
     model = ClientModel(mlp_bytes)
     initial = model.parameters()

@@ -20,6 +20,8 @@ from fedtflite.data.fashion_mnist import (
     to_float,
 )
 from fedtflite.data.partition import (
+    FLWR_DATASETS_KINDS,
+    NIID_BENCH_KINDS,
     PARTITION_KINDS,
     PartitionSpec,
     partition_indices,
@@ -33,6 +35,8 @@ __all__ = [
     "CLASS_NAMES",
     "DATA_DIR_ENV",
     "DEBIAN_DATA_DIR",
+    "FLWR_DATASETS_KINDS",
+    "NIID_BENCH_KINDS",
     "PARTITION_KINDS",
     "FashionMnist",
     "PartitionSpec",

@@ -18,6 +18,14 @@ Study", ICDE 2022, arXiv:2102.02079):
   McMahan et al., "Communication-Efficient Learning of Deep Networks from
   Decentralized Data", AISTATS 2017).
 - ``quantity``: quantity skew, IID labels with sizes ~ Dir(alpha) (``SizePartitioner``).
+
+NIID-Bench's own algorithms, which give other partitions than flwr-datasets' for
+the same settings, are there too (:mod:`fedtflite.data.niid_bench`), index for
+index as NIID-Bench's code draws them for the same seed:
+
+- ``niid-bench-iid``: NIID-Bench's ``homo``.
+- ``niid-bench-labeldir``: NIID-Bench's ``noniid-labeldir`` with beta = ``alpha``.
+- ``niid-bench-label``: NIID-Bench's ``noniid-#label<k>``, k = ``classes-per-client``.
 """
 
 from __future__ import annotations
@@ -33,9 +41,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedtflite.data.fashion_mnist import CLASS_NAMES
+from fedtflite.data.niid_bench import (
+    MIN_REQUIRE_SIZE,
+    niid_bench_iid,
+    niid_bench_label,
+    niid_bench_labeldir,
+)
 from fedtflite.errors import PartitionError
 
 __all__ = [
+    "FLWR_DATASETS_KINDS",
+    "NIID_BENCH_KINDS",
     "PARTITION_KINDS",
     "PartitionSpec",
     "partition_indices",
@@ -45,7 +61,11 @@ __all__ = [
     "write_partition_stats",
 ]
 
-PARTITION_KINDS: Final = ("iid", "dirichlet", "pathological", "shard", "quantity")
+FLWR_DATASETS_KINDS: Final = ("iid", "dirichlet", "pathological", "shard", "quantity")
+"""Kinds that run flwr-datasets' partitioners."""
+NIID_BENCH_KINDS: Final = ("niid-bench-iid", "niid-bench-labeldir", "niid-bench-label")
+"""Kinds that run NIID-Bench's own algorithms (:mod:`fedtflite.data.niid_bench`)."""
+PARTITION_KINDS: Final = FLWR_DATASETS_KINDS + NIID_BENCH_KINDS
 """Valid values of :attr:`PartitionSpec.kind` (config key ``partitioner``)."""
 
 _NUM_CLASSES: Final = 10
@@ -66,24 +86,27 @@ class PartitionSpec:
         Number of clients, >= 1 and at most the number of examples
         (``num-clients``).
     alpha : float
-        Dirichlet concentration for ``dirichlet`` (label skew) and ``quantity``
-        (size skew); smaller is more skewed, > 0 (``alpha``). Default 0.5.
+        Dirichlet concentration for ``dirichlet`` and ``niid-bench-labeldir``
+        (label skew) and ``quantity`` (size skew); smaller is more skewed, > 0
+        (``alpha``). Default 0.5.
     classes_per_client : int
-        Classes per client for ``pathological``, in ``1..10``
-        (``classes-per-client``). Default 2.
+        Classes per client for ``pathological`` and ``niid-bench-label``, in
+        ``1..10`` (``classes-per-client``). Default 2.
     shards_per_client : int
         Label-sorted shards per client for ``shard``; ``num_clients *
         shards_per_client`` must divide the number of examples so that none is
         dropped (``shards-per-client``). Default 2.
     seed : int
-        Seeds the shuffle and the partitioner, >= 0 (``seed``). Default 42, the
+        Seeds the shuffle and the partitioner, >= 0 (``seed``); for the
+        ``niid-bench-*`` kinds, NIID-Bench's ``init_seed``. Default 42, the
         flwr-datasets default.
     min_partition_size : int
         For ``dirichlet``: resample (at most 10 times, as flwr-datasets does) until
         every client has at least this many examples. For ``quantity``: every client
-        gets at least this many. Ignored by the other kinds
-        (``min-partition-size``). Default 10, flwr-datasets' default; with more
-        than ``num_examples / 10`` clients use a smaller value.
+        gets at least this many. Ignored by the other kinds; ``niid-bench-labeldir``
+        always asks for 10, as NIID-Bench (``min-partition-size``). Default 10,
+        flwr-datasets' default; with more than ``num_examples / 10`` clients use a
+        smaller value.
     """
 
     kind: str
@@ -123,19 +146,30 @@ def validate_partition_spec(spec: PartitionSpec, num_examples: int) -> None:
         )
     if spec.seed < 0:
         raise PartitionError(f"seed={spec.seed} is invalid; it must be >= 0")
-    if spec.kind in ("dirichlet", "quantity"):
-        if not (math.isfinite(spec.alpha) and spec.alpha > 0):
-            raise PartitionError(
-                f"alpha={spec.alpha} is invalid for partitioner={spec.kind}; "
-                "it must be a finite number > 0 (smaller = more skewed)"
-            )
-        if not 0 <= spec.min_partition_size * spec.num_clients <= num_examples:
-            raise PartitionError(
-                f"min-partition-size={spec.min_partition_size} is invalid for "
-                f"num-clients={spec.num_clients}: it must be in "
-                f"0..{num_examples // spec.num_clients} ({num_examples} examples)"
-            )
-    if spec.kind == "pathological" and not (
+    if spec.kind == "niid-bench-labeldir" and not (
+        spec.num_clients * MIN_REQUIRE_SIZE <= num_examples
+    ):
+        raise PartitionError(
+            f"num-clients={spec.num_clients} is invalid for partitioner={spec.kind}: "
+            f"every client needs {MIN_REQUIRE_SIZE} examples, so at most "
+            f"{num_examples // MIN_REQUIRE_SIZE} clients"
+        )
+    if spec.kind in ("dirichlet", "quantity", "niid-bench-labeldir") and not (
+        math.isfinite(spec.alpha) and spec.alpha > 0
+    ):
+        raise PartitionError(
+            f"alpha={spec.alpha} is invalid for partitioner={spec.kind}; "
+            "it must be a finite number > 0 (smaller = more skewed)"
+        )
+    if spec.kind in ("dirichlet", "quantity") and not (
+        0 <= spec.min_partition_size * spec.num_clients <= num_examples
+    ):
+        raise PartitionError(
+            f"min-partition-size={spec.min_partition_size} is invalid for "
+            f"num-clients={spec.num_clients}: it must be in "
+            f"0..{num_examples // spec.num_clients} ({num_examples} examples)"
+        )
+    if spec.kind in ("pathological", "niid-bench-label") and not (
         1 <= spec.classes_per_client <= _NUM_CLASSES
     ):
         raise PartitionError(
@@ -155,7 +189,7 @@ def validate_partition_spec(spec: PartitionSpec, num_examples: int) -> None:
 def partition_indices(
     labels: NDArray[np.integer[Any]], spec: PartitionSpec
 ) -> list[NDArray[np.int64]]:
-    """Split example indices over clients with flwr-datasets' partitioners.
+    """Split example indices over clients (flwr-datasets' or NIID-Bench's algorithms).
 
     Every example goes to exactly one client, except with ``pathological`` when
     fewer clients than classes leave a class unassigned (flwr-datasets warns).
@@ -206,6 +240,22 @@ def partition_indices(
 
 
 def _run_partitioner(
+    labels: NDArray[np.integer[Any]], spec: PartitionSpec
+) -> list[NDArray[np.int64]]:
+    if spec.kind == "niid-bench-iid":
+        parts = niid_bench_iid(labels, spec.num_clients, spec.seed)
+    elif spec.kind == "niid-bench-labeldir":
+        parts = niid_bench_labeldir(labels, spec.num_clients, spec.alpha, spec.seed)
+    elif spec.kind == "niid-bench-label":
+        parts = niid_bench_label(
+            labels, spec.num_clients, spec.classes_per_client, spec.seed
+        )
+    else:
+        return _run_flwr_partitioner(labels, spec)
+    return [np.sort(p) for p in parts]
+
+
+def _run_flwr_partitioner(
     labels: NDArray[np.integer[Any]], spec: PartitionSpec
 ) -> list[NDArray[np.int64]]:
     # Imported here: `datasets` costs ~1 s to import and only partitioning needs it.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ARCHITECTURES", "Architecture", "init_weights"]
+__all__ = ["ARCHITECTURES", "WEIGHT_INITS", "Architecture", "init_weights"]
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -108,6 +108,10 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+WEIGHT_INITS = ("glorot", "torch")
+"""Initial-weight schemes (config key ``weight-init``): Keras' defaults or PyTorch's."""
+
+
 def _fans(shape: Sequence[int]) -> tuple[int, int]:
     if len(shape) == 2:
         return shape[0], shape[1]
@@ -115,8 +119,21 @@ def _fans(shape: Sequence[int]) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-def init_weights(arch: Architecture, seed: int) -> list[np.ndarray]:
-    """Glorot-uniform kernels and zero biases (Keras' defaults), seeded.
+def init_weights(
+    arch: Architecture, seed: int, scheme: str = "glorot"
+) -> list[np.ndarray]:
+    """Seeded initial weights in export order.
+
+    ``glorot`` (Keras' defaults): Glorot-uniform kernels,
+    ``U(-sqrt(6 / (fan_in + fan_out)), +...)``, and zero biases.
+
+    ``torch`` (PyTorch's defaults for ``nn.Linear`` and ``nn.Conv2d``, how
+    NIID-Bench's and Flower's ``simple-cnn`` start): kernels from
+    ``kaiming_uniform_(a=sqrt(5))``, which is ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (gain ``sqrt(2 / (1 + a^2)) = sqrt(1/3)`` times ``sqrt(3 / fan_in)``), and biases
+    from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with the fan-in of their layer's
+    kernel (``in_channels * k * k`` for a convolution). The distributions are
+    PyTorch's; the draws come from NumPy, not from PyTorch's generator.
 
     Parameters
     ----------
@@ -124,19 +141,36 @@ def init_weights(arch: Architecture, seed: int) -> list[np.ndarray]:
         Which network.
     seed : int
         Seed of the initializer; the same seed gives the same weights.
+    scheme : str
+        One of :data:`WEIGHT_INITS`. Default ``glorot``.
 
     Returns
     -------
     list of np.ndarray
         float32 arrays in export order.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``scheme``.
     """
+    if scheme not in WEIGHT_INITS:
+        raise ValueError(f"weight-init {scheme!r} is not one of {WEIGHT_INITS}")
     rng = np.random.default_rng(seed)
     weights = []
+    fan_in = 1
     for shape in arch.shapes:
-        if len(shape) == 1:
-            weights.append(np.zeros(shape, np.float32))
+        if len(shape) == 1:  # the bias of the kernel before it
+            if scheme == "glorot":
+                weights.append(np.zeros(shape, np.float32))
+            else:
+                bound = 1.0 / np.sqrt(fan_in)
+                weights.append(rng.uniform(-bound, bound, shape).astype(np.float32))
             continue
         fan_in, fan_out = _fans(shape)
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        if scheme == "glorot":
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+        else:
+            limit = 1.0 / np.sqrt(fan_in)
         weights.append(rng.uniform(-limit, limit, shape).astype(np.float32))
     return weights

@@ -136,7 +136,9 @@ def build_model(spec: ModelSpec) -> bytes:
     from fedtflite.models.zoo import keras_definition
 
     model = keras_definition(spec.architecture)
-    model.set_weights(init_weights(ARCHITECTURES[spec.architecture], spec.seed))
+    model.set_weights(
+        init_weights(ARCHITECTURES[spec.architecture], spec.seed, spec.weight_init)
+    )
     return from_keras(
         model,
         batch_size=spec.train_batch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fedtflite.errors import ConfigError
-from fedtflite.models.architectures import ARCHITECTURES
+from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 
 __all__ = [
     "DEFAULT_STATIC_BATCH",
@@ -93,6 +93,10 @@ class ModelSpec:
         The optimizer baked into `train`.
     seed : int
         Seed of the initial weights; the same spec gives the same bytes.
+    weight_init : str
+        Initial-weight scheme, one of
+        :data:`~fedtflite.models.architectures.WEIGHT_INITS`: ``glorot`` (Keras'
+        defaults, the default) or ``torch`` (PyTorch's, as NIID-Bench starts).
     batch_size : int or None
         Static `train` batch (with a ``mask`` input) or None for a dynamic one.
         None on an architecture that needs a static batch means
@@ -106,6 +110,7 @@ class ModelSpec:
     architecture: str = "mlp"
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     seed: int = 0
+    weight_init: str = "glorot"
     batch_size: int | None = None
     proximal: bool = False
     scaffold: bool = False
@@ -121,6 +126,11 @@ class ModelSpec:
             raise ConfigError(
                 f"optimizer {self.optimizer.name!r} is not valid; "
                 f"valid: {', '.join(OPTIMIZERS)}"
+            )
+        if self.weight_init not in WEIGHT_INITS:
+            raise ConfigError(
+                f"weight-init {self.weight_init!r} is not valid; "
+                f"valid: {', '.join(WEIGHT_INITS)}"
             )
         lr = self.optimizer.learning_rate
         if not lr > 0:

@@ -10,6 +10,7 @@ model's own ``restore``).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -344,14 +345,17 @@ class ClientModel:
         epochs: int,
         batch_size: int,
         rng: np.random.Generator,
+        max_steps: int | None = None,
     ) -> FitResult:
         """Train ``epochs`` passes over the data in shuffled batches.
 
         Every example is trained once per epoch; the last partial batch is
-        trained too. On a fixed-batch model with a ``mask`` input the partial
-        batch is zero-padded and masked out of the loss; on a fixed-batch model
-        without one it is filled with the epoch's first examples (as a repeating
-        input pipeline would).
+        trained too. With ``max_steps`` training stops after that many steps
+        (a device that runs out of time: FedProx's variable local work). On a
+        fixed-batch model with a ``mask`` input the partial batch is zero-padded
+        and masked out of the loss; on a fixed-batch model without one it is
+        filled with the epoch's first examples (as a repeating input pipeline
+        would).
 
         Parameters
         ----------
@@ -364,6 +368,16 @@ class ClientModel:
         rng : np.random.Generator
             Source of the shuffling, and of the uniform draws a model with
             ``noise`` inputs (dropout) gets for every step.
+        max_steps : int, optional
+            Most ``train`` steps over all epochs (None: no limit); the steps run
+            are the first ones of the full schedule, in the same shuffled order.
+
+        Returns
+        -------
+        FitResult
+            ``num_examples`` is the client's data size ``n`` (its weight in an
+            example-weighted mean) even when ``max_steps`` cut training short;
+            ``loss`` is the mean over the examples actually trained.
 
         Raises
         ------
@@ -386,12 +400,19 @@ class ClientModel:
             raise DataShapeError(
                 f"batch-size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}"
             )
+        if max_steps is not None and max_steps < 0:
+            raise DataShapeError(f"max_steps must be >= 0, got {max_steps}")
+        budget = math.inf if max_steps is None else max_steps
         start = time.perf_counter()
-        total, steps = 0.0, 0
+        total, steps, trained = 0.0, 0, 0
         mask_full = np.ones(batch_size, np.float32) if c.has_mask else None
         for epoch in range(1, epochs + 1):
+            if steps >= budget:
+                break
             order = rng.permutation(n)
             for s in range(0, n, batch_size):
+                if steps >= budget:
+                    break
                 idx = order[s : s + batch_size]
                 real = len(idx)
                 feed = self._batch(x_all, y_all, idx, order, mask_full)
@@ -405,9 +426,10 @@ class ClientModel:
                         f"(epoch {epoch}); lower the learning rate"
                     )
                 total += loss * real
+                trained += real
                 steps += 1
         seconds = time.perf_counter() - start
-        mean = total / (n * epochs) if n and epochs else float("nan")
+        mean = total / trained if trained else float("nan")
         return FitResult(num_examples=n, num_steps=steps, loss=mean, seconds=seconds)
 
     def _batch(

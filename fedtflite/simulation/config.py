@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fedtflite.data.partition import PartitionSpec
+from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
 from fedtflite.errors import ConfigError
-from fedtflite.models.architectures import ARCHITECTURES
+from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 
 __all__ = [
     "PARTITIONERS",
@@ -44,7 +44,7 @@ STRATEGIES = (
     "qfedavg",
     "scaffold",
 )
-PARTITIONERS = ("iid", "dirichlet", "pathological", "shard", "quantity")
+PARTITIONERS = PARTITION_KINDS
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,14 @@ class SimulationConfig:
         content hash) (``model``).
     optimizer, momentum, weight_decay
         Client optimizer of the named architectures (``optimizer``: sgd | adam).
+    weight_init : str
+        Initial weights of the named architectures (``weight-init``): ``glorot``
+        (Keras' defaults) or ``torch`` (PyTorch's, as NIID-Bench's models start);
+        seeded with ``seed``. See :func:`fedtflite.models.architectures.init_weights`.
     partitioner : str
-        iid | dirichlet | pathological | shard | quantity (``partitioner``).
+        iid | dirichlet | pathological | shard | quantity (flwr-datasets'
+        partitioners) | niid-bench-iid | niid-bench-labeldir | niid-bench-label
+        (NIID-Bench's own, index for index) (``partitioner``).
     alpha : float
         Dirichlet concentration for ``dirichlet`` and ``quantity`` (``alpha``).
     classes_per_client : int
@@ -134,6 +140,7 @@ class SimulationConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    weight_init: str = "glorot"
     partitioner: str = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
@@ -234,6 +241,12 @@ def _validate(c: SimulationConfig) -> None:
         "model",
         c.model,
         f"expected {', '.join(ARCHITECTURES)} or a path ending in .tflite or .keras",
+    )
+    _check(
+        c.weight_init in WEIGHT_INITS,
+        "weight-init",
+        c.weight_init,
+        f"expected one of {', '.join(WEIGHT_INITS)}",
     )
     _check(
         c.partitioner in PARTITIONERS,

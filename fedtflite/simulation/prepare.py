@@ -99,6 +99,7 @@ def resolve_model(config: SimulationConfig) -> bytes:
                 weight_decay=config.weight_decay,
             ),
             seed=config.seed,
+            weight_init=config.weight_init,
             batch_size=(
                 config.batch_size
                 if ARCHITECTURES[config.model].needs_static_batch
