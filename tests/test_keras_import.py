@@ -81,9 +81,10 @@ CASES: dict[str, Case] = {
         _scce(True),
         sparse=True,
     ),
-    "dense-nobias-tanh-softmax-momentum": Case(
+    "dense-nobias-tanh-relu-softmax-momentum": Case(
         lambda: [
             L.Dense(32, activation="tanh", use_bias=False),
+            L.Dense(24, activation="relu", use_bias=False),  # see test_ops
             L.Dense(10, activation="softmax"),
         ],
         (784,),
@@ -134,8 +135,8 @@ CASES: dict[str, Case] = {
     ),
     "conv-strided-same-avgpool-rmsprop": Case(
         lambda: [
-            L.Conv2D(8, (5, 3), strides=2, padding="same", activation="tanh"),
-            L.Conv2D(12, 3, strides=(1, 2), use_bias=False),
+            L.Conv2D(32, (5, 3), strides=2, padding="same", activation="tanh"),
+            L.Conv2D(12, 3, strides=(1, 2), use_bias=False),  # 3x3x32: im2col
             L.ReLU(),
             L.AveragePooling2D(2),
             L.Flatten(),
@@ -228,6 +229,18 @@ CASES: dict[str, Case] = {
         ],
         (28, 28, 1),
         lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+        _scce(True),
+        sparse=True,
+    ),
+    "frozen-layers": Case(
+        lambda: [
+            L.Dense(32, trainable=False),  # constants in the .tflite
+            L.BatchNormalization(trainable=False),  # Keras: its averages, always
+            L.Activation("relu"),
+            L.Dense(10),
+        ],
+        (784,),
+        lambda: keras.optimizers.SGD(0.1, momentum=0.5, nesterov=True),
         _scce(True),
         sparse=True,
     ),

@@ -62,15 +62,17 @@ def _compare(
         ((1, 1), (2, 2), "valid", 7),
     ],
 )
+@pytest.mark.parametrize("c_in", [3, 32])  # 32: deep patches, the im2col form
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv2d(
     kernel: tuple[int, int],
     strides: tuple[int, int],
     padding: str,
     size: int,
+    c_in: int,
     bias: bool,
 ) -> None:
-    x, k, b = _random(2, size, size + 1, 3), _random(*kernel, 3, 4), _random(4)
+    x, k, b = _random(2, size, size + 1, c_in), _random(*kernel, c_in, 4), _random(4)
 
     def native(x: tf.Tensor, k: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
         y = tf.nn.conv2d(x, k, strides, padding.upper())
@@ -190,3 +192,38 @@ def test_batch_norm_ignores_padding_rows() -> None:
     np.testing.assert_allclose(mean, real_mean, atol=1e-6)
     np.testing.assert_allclose(variance, real_variance, atol=1e-6)
     np.testing.assert_array_equal(tape.gradient(loss, x)[4:], np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("function", ["relu", "relu6"])
+@pytest.mark.parametrize("layer", ["dense", "deep conv"])
+def test_relu_after_a_bias_free_matmul_survives_conversion(
+    function: str, layer: str
+) -> None:
+    """TensorFlow 2.21's converter drops a ReLU it fuses into `BATCH_MATMUL`."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if layer == "dense":
+        shapes = [(16, 40), (40, 12)]
+
+        def fn(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+            return ops.activation(ops.dense(x, w), function)
+    else:
+        shapes = [(4, 9, 9, 32), (3, 3, 32, 8)]  # depth 288: the im2col form
+
+        def fn(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+            return ops.activation(ops.conv2d(x, w, None, (1, 1), "valid"), function)
+
+    specs = [tf.TensorSpec(s, tf.float32) for s in shapes]
+    concrete = tf.function(fn, input_signature=specs).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], None)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    lite = Interpreter(model_content=converter.convert(), num_threads=1)
+    lite.allocate_tensors()
+    args = [_random(*s).numpy() * 3.0 for s in shapes]
+    for detail, value in zip(lite.get_input_details(), args, strict=True):
+        lite.set_tensor(detail["index"], value)
+    lite.invoke()
+    out = lite.get_tensor(lite.get_output_details()[0]["index"])
+    expected = fn(*[tf.constant(a) for a in args])
+    assert float(np.min(out)) >= 0.0
+    np.testing.assert_allclose(out, expected, atol=1e-4)

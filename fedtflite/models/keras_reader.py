@@ -36,6 +36,7 @@ from fedtflite.models.network import (
     Pool2D,
     Reshape,
     Weight,
+    ends_in_cached_logits,
 )
 from fedtflite.models.specs import OptimizerSpec
 
@@ -190,10 +191,7 @@ def read_keras(
     weights, values = reader.weights()
     last = reader.chain[-1].layer if reader.chain else model
     net_layers = tuple(layers)
-    strips = bool(net_layers) and (
-        isinstance(net_layers[-1], Activation)
-        and net_layers[-1].function in ("softmax", "sigmoid")
-    )
+    strips = ends_in_cached_logits(net_layers)
     network = Network(
         input_shape=reader.input_shape,
         layers=net_layers,

@@ -25,6 +25,7 @@ __all__ = [
     "Pool2D",
     "Reshape",
     "Weight",
+    "ends_in_cached_logits",
 ]
 
 ACTIVATIONS = (
@@ -247,5 +248,11 @@ class Network:
         ``from_logits`` says: Keras' TensorFlow backend finds the logits those
         activations cached on their output and uses them instead.
         """
-        last = self.layers[-1] if self.layers else None
-        return isinstance(last, Activation) and last.function in ("softmax", "sigmoid")
+        return ends_in_cached_logits(self.layers)
+
+
+def ends_in_cached_logits(layers: tuple[Layer, ...]) -> bool:
+    """True when the last layer is a softmax or sigmoid (whose input Keras' loss
+    takes as logits); see :attr:`Network.strips_last_activation`."""
+    last = layers[-1] if layers else None
+    return isinstance(last, Activation) and last.function in ("softmax", "sigmoid")

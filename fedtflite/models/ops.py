@@ -63,12 +63,23 @@ def _dense(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, _Grad]:
     return tf.matmul(x, w) + b, grad
 
 
+def _keep_activation(y: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """``y`` plus a zero computed from ``w`` at run time, for a bias-free matmul.
+
+    TensorFlow 2.21's converter fuses a ReLU or ReLU6 that follows a bias-free
+    ``matmul`` into it, then lowers it to `BATCH_MATMUL`, which has no fused
+    activation: the ReLU is silently lost (measured; ``tests/test_ops.py``). An
+    `ADD` in between takes the fused activation instead.
+    """
+    return y + w[0] * 0.0
+
+
 @_custom_gradient
 def _matmul(x: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, _Grad]:
     def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.matmul(dy, w, transpose_b=True), tf.matmul(x, dy, transpose_a=True)
 
-    return tf.matmul(x, w), grad
+    return _keep_activation(tf.matmul(x, w), w), grad
 
 
 def dense(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | None = None) -> tf.Tensor:
@@ -198,6 +209,18 @@ def _to_input(
 # -- convolution ------------------------------------------------------------------
 
 
+_IM2COL_MIN_DEPTH = 256
+"""Patch depth ``kh * kw * C_in`` from which a convolution runs as patches @ kernel.
+
+LiteRT's `CONV_2D` with a filter read from a variable (not a constant) runs on
+its own kernel, not XNNPACK's; `BATCH_MATMUL` does run on XNNPACK. For deep
+patches the patch matrix costs less than it saves (``fedavg-cnn``'s 5x5x32
+convolution, depth 800: 12-37 % less time per `train` step, BENCHMARKS.md);
+for shallow ones it saves nothing measurable (the ``cnn``'s 5x5x6, depth 150,
+keeps `CONV_2D`, and with it the exact float steps its published runs took).
+"""
+
+
 def conv2d(
     x: tf.Tensor,
     kernel: tf.Tensor,
@@ -206,6 +229,12 @@ def conv2d(
     padding: str,
 ) -> tf.Tensor:
     """2-D convolution plus bias, NHWC, any kernel, strides and ``valid``/``same``.
+
+    Shallow patches (``kh * kw * C_in`` below :data:`_IM2COL_MIN_DEPTH`) use
+    `CONV_2D` forward and, for the filter gradient, a convolution with the batch
+    as channels; deep ones use the patch matrix (im2col) times the kernel, and
+    its transpose times the output gradient. The input gradient is always a
+    transposed convolution.
 
     Parameters
     ----------
@@ -221,33 +250,57 @@ def conv2d(
         ``"valid"`` or ``"same"`` (TensorFlow's split: the extra row below).
     """
     b, h, w, c_in = x.shape
-    kh, kw = kernel.shape[:2]
+    kh, kw, _, c_out = kernel.shape
     sh, sw = strides
     oh, top, bottom = _window(h, kh, sh, padding)
     ow, left, right = _window(w, kw, sw, padding)
     hu, wu = (oh - 1) * sh + kh, (ow - 1) * sw + kw  # the windows' span, padded
+    depth = kh * kw * c_in
+    im2col = depth >= _IM2COL_MIN_DEPTH
     params = [kernel] if bias is None else [kernel, bias]
+
+    def padded(x: tf.Tensor) -> tf.Tensor:
+        if top or bottom or left or right:
+            x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+        if x.shape[1] != hu or x.shape[2] != wu:
+            x = x[:, :hu, :wu, :]
+        return x
 
     @_custom_gradient
     def op(x: tf.Tensor, *params: tf.Tensor) -> tuple[tf.Tensor, _Grad]:
         k = params[0]
-        y = tf.nn.conv2d(x, k, strides=[1, sh, sw, 1], padding=padding.upper())
+        if im2col:  # [B*oh*ow, kh*kw*C_in], (i, j, c) order as the kernel's
+            xp = padded(x)
+            span_h, span_w = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+            patches = [
+                xp[:, i : i + span_h : sh, j : j + span_w : sw, :]
+                for i in range(kh)
+                for j in range(kw)
+            ]
+            cols = tf.reshape(tf.concat(patches, axis=-1), [-1, depth])
+            k2 = tf.reshape(k, [depth, c_out])
+            y = tf.matmul(cols, k2)
+            if len(params) == 1:
+                y = _keep_activation(y, k2)
+            y = tf.reshape(y, [-1, oh, ow, c_out])
+        else:
+            y = tf.nn.conv2d(x, k, strides=[1, sh, sw, 1], padding=padding.upper())
         if len(params) == 2:
             y = y + params[1]
 
         def grad(dy: tf.Tensor) -> list[tf.Tensor]:
-            xp = x
-            if top or bottom or left or right:
-                xp = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-            if xp.shape[1] != hu or xp.shape[2] != wu:
-                xp = xp[:, :hu, :wu, :]
-            # dK[i,j,ci,co] = sum_{b,p,q} xp[b, s p + i, s q + j, ci] dy[b,p,q,co]: a
-            # VALID conv of xp (batch moved to channels) with dy as the filter
-            # (batch as its in-dim), dilated by the stride.
-            x_t = tf.transpose(xp, [3, 1, 2, 0])  # [C_in, hu, wu, B]
-            dy_t = tf.transpose(dy, [1, 2, 0, 3])  # [oh, ow, B, C_out]
-            dk = tf.nn.conv2d(x_t, dy_t, 1, "VALID", dilations=[1, sh, sw, 1])
-            dk = tf.transpose(dk, [1, 2, 0, 3])
+            if im2col:
+                dy2 = tf.reshape(dy, [-1, c_out])
+                dk = tf.matmul(cols, dy2, transpose_a=True)
+                dk = tf.reshape(dk, [kh, kw, c_in, c_out])
+            else:
+                # dK[i,j,ci,co] = sum_{b,p,q} xp[b, s p + i, s q + j, ci] dy[b,p,q,co]:
+                # a VALID conv of xp (batch moved to channels) with dy as the
+                # filter (batch as its in-dim), dilated by the stride.
+                x_t = tf.transpose(padded(x), [3, 1, 2, 0])  # [C_in, hu, wu, B]
+                dy_t = tf.transpose(dy, [1, 2, 0, 3])  # [oh, ow, B, C_out]
+                dk = tf.nn.conv2d(x_t, dy_t, 1, "VALID", dilations=[1, sh, sw, 1])
+                dk = tf.transpose(dk, [1, 2, 0, 3])
             du = tf.nn.conv2d_transpose(
                 dy, k, [b, hu, wu, c_in], strides=[1, sh, sw, 1], padding="VALID"
             )
