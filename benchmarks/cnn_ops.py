@@ -2,7 +2,7 @@
 and each pooling gradient as its own LiteRT model; prints a markdown table.
 
 LiteRT's Python API has no per-op profiler, so every piece of the step
-(:mod:`fedtflite.models.ops`, batch 64, NIID-Bench's CNN shapes) is converted
+(:mod:`fedtflite.models.spatial_ops`, batch 64, NIID-Bench's CNN shapes) is converted
 alone, with its filter as an input as in the `train` graph (where filters are
 read from variables), and timed on one thread. Two alternatives that convert to
 builtins are timed beside the forms the model uses: the first convolution as a
@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from fedtflite.models import ops
+from fedtflite.models import ops, spatial_ops
 from fedtflite.models.build import build_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 
@@ -79,7 +79,7 @@ def _input_grad_full(dy: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
 def _pool_relu_grad(x: tf.Tensor) -> tf.Tensor:
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = ops.max_pool_2x2(ops.relu(x))
+        y = spatial_ops.max_pool_2x2(ops.relu(x))
     return tape.gradient(y, x)
 
 

@@ -46,7 +46,7 @@ def from_keras(
     ----------
     model_or_path : keras.Model, str or Path
         A ``Sequential`` or functional model that is a chain of supported
-        layers (:data:`fedtflite.models.keras_reader.SUPPORTED_LAYERS`), with
+        layers (:data:`fedtflite.models.keras_layers.SUPPORTED_LAYERS`), with
         input ``(28, 28)``, ``(28, 28, 1)`` or ``(784,)`` and 10 outputs,
         compiled with (sparse) categorical cross-entropy and SGD, Adam, AdamW or
         RMSprop; or the path of one saved with ``model.save``.

@@ -21,10 +21,13 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "fedtflite" / "models"
 _SOURCES = (
     "architectures.py",
     "build.py",
+    "keras_compile.py",
+    "keras_layers.py",
     "keras_reader.py",
     "layers.py",
     "network.py",
     "ops.py",
+    "spatial_ops.py",
     "optimizers.py",
     "specs.py",
     "trainable.py",

@@ -1,6 +1,7 @@
 """Run a :class:`~fedtflite.models.network.Network` in TensorFlow, builtins-only.
 
-Every layer goes through :mod:`fedtflite.models.ops`, whose hand-written
+Every layer goes through :mod:`fedtflite.models.ops` or
+:mod:`fedtflite.models.spatial_ops`, whose hand-written
 gradients convert to LiteRT builtins; the forward computations are the ones
 Keras' TensorFlow backend runs for the same layers.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from fedtflite.models import ops
+from fedtflite.models import ops, spatial_ops
 from fedtflite.models.network import (
     Activation,
     BatchNorm,
@@ -53,10 +54,11 @@ def forward(
     weights: Sequence[tf.Tensor],
     x: tf.Tensor,
     run: Pass,
-    *,
-    logits: bool = True,
 ) -> tf.Tensor:
-    """The network's output for ``x: [B, *net.input_shape]``.
+    """What the loss takes as logits, for ``x: [B, *net.input_shape]``.
+
+    That is the network's output, or the input of its last layer when that is a
+    softmax or sigmoid the loss skips (:attr:`Network.strips_last_activation`).
 
     Parameters
     ----------
@@ -65,11 +67,8 @@ def forward(
         One per ``net.weights`` (variables or constants).
     x : tf.Tensor
     run : Pass
-    logits : bool
-        Stop before a final softmax (or sigmoid) that the loss skips, returning
-        what the loss takes as logits.
     """
-    layers = net.layers[:-1] if logits and net.strips_last_activation else net.layers
+    layers = net.layers[:-1] if net.strips_last_activation else net.layers
     noise = iter(run.noise)
     h = x
     for layer in layers:
@@ -96,7 +95,7 @@ def _apply(
         flat = ops.dense(tf.reshape(h, [-1, h.shape[-1]]), kernel, bias)
         return tf.reshape(flat, [-1, *lead, kernel.shape[-1]])
     if isinstance(layer, Conv2D):
-        return ops.conv2d(
+        return spatial_ops.conv2d(
             h,
             weights[layer.kernel],
             _weight(weights, layer.bias),
@@ -107,9 +106,15 @@ def _apply(
         if not run.training:  # no gradient needed: TensorFlow's kernels
             pool = tf.nn.max_pool2d if layer.mode == "max" else tf.nn.avg_pool2d
             return pool(h, layer.pool_size, layer.strides, layer.padding.upper())
-        return ops.pool2d(h, layer.mode, layer.pool_size, layer.strides, layer.padding)
+        return spatial_ops.pool2d(
+            h, layer.mode, layer.pool_size, layer.strides, layer.padding
+        )
     if isinstance(layer, GlobalAveragePool2D):
-        y = ops.global_avg_pool(h) if run.training else tf.reduce_mean(h, [1, 2])
+        y = (
+            spatial_ops.global_avg_pool(h)
+            if run.training
+            else tf.reduce_mean(h, [1, 2])
+        )
         return tf.reshape(y, [-1, 1, 1, y.shape[-1]]) if layer.keepdims else y
     if isinstance(layer, Reshape):
         return tf.reshape(h, [-1, *layer.shape])
