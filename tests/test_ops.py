@@ -109,6 +109,27 @@ def test_pool2d(mode: str, pool: int, strides: int, padding: str, size: int) -> 
     )
 
 
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize(
+    ("pool", "strides", "padding"),
+    [
+        ((3, 2), (2, 1), "valid"),  # overlapping rows only
+        ((2, 2), (3, 3), "valid"),  # windows skip pixels
+        ((3, 3), (2, 3), "same"),
+    ],
+)
+def test_pool2d_uneven(
+    mode: str, pool: tuple[int, int], strides: tuple[int, int], padding: str
+) -> None:
+    x = _random(2, 11, 12, 3)
+    native = tf.nn.max_pool2d if mode == "max" else tf.nn.avg_pool2d
+    _compare(
+        lambda x: spatial_ops.pool2d(x, mode, pool, strides, padding),
+        lambda x: native(x, pool, strides, padding.upper()),
+        [x],
+    )
+
+
 def test_max_pool_splits_ties_equally() -> None:
     x = tf.constant(np.ones((1, 2, 2, 1), np.float32))
     with tf.GradientTape() as tape:

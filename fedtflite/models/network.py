@@ -219,6 +219,12 @@ class Network:
     num_classes: int
     loss: Loss
 
+    def __post_init__(self) -> None:
+        rank = {"trainable": 0, "state": 1, "constant": 2}
+        kinds = [rank[w.kind] for w in self.weights]
+        if kinds != sorted(kinds):
+            raise ValueError("weights must be trainable, then state, then constant")
+
     @property
     def parameters(self) -> tuple[Weight, ...]:
         """The weights ``parameters`` exports as ``a0, a1, ...``."""
