@@ -105,9 +105,9 @@ CASES: dict[str, Case] = {
     ),
     "activation-layers-adam": Case(
         lambda: [
-            L.Flatten(),
-            L.Dense(48),
+            L.Dense(16),  # on [B, 28, 28]: per row, as Keras does
             L.LeakyReLU(0.1),
+            L.Flatten(),
             L.Dense(32, activation="leaky_relu"),
             L.ELU(0.5),
             L.Dense(24, activation="relu6"),
