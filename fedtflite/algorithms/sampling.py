@@ -20,21 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "PRE_AGGREGATED",
     "WeightedMean",
     "flower_sample_size",
     "sample_clients",
     "split_cohorts",
 ]
-
-PRE_AGGREGATED = frozenset(
-    {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
-)
-"""Strategies whose ``aggregate_train`` is Flower's example-weighted mean of the
-replies (FedAvgM and the FedOpt family then apply a server optimizer to it), so a
-cohort's weighted mean with its summed weight aggregates exactly like its
-clients' individual replies. The others (median, trimmed mean, Krum, q-FFL,
-SCAFFOLD) get one update per client."""
 
 
 def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:

@@ -16,7 +16,7 @@ import pytest
 from flwr.serverapp import Grid
 
 from fedtflite.simulation import SimulationConfig
-from fedtflite.simulation.config import STRATEGIES
+from fedtflite.simulation.strategy_registry import STRATEGIES
 from fedtflite.simulation.prepare import prepare_run
 from server.server_app import run_server
 
