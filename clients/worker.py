@@ -164,7 +164,7 @@ class Worker:
         data = self.client_data(client_id)
         start = time.perf_counter()
         model.restore(global_weights)
-        if s.learning_rate and model.supports_learning_rate:
+        if s.learning_rate is not None:
             model.set_learning_rate(s.learning_rate)
         if proximal_mu is not None:
             model.set_proximal_mu(proximal_mu)
@@ -183,6 +183,8 @@ class Worker:
         seconds = time.perf_counter() - start
         delta = None
         if control is not None and c_i is not None:
+            if s.learning_rate is None:  # the server checks the model: never here
+                raise ConfigError("SCAFFOLD needs the model's set_learning_rate")
             c_new, delta = scaffold_client_update(
                 c_i, control, global_weights, weights, fit.num_steps, s.learning_rate
             )

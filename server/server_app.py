@@ -19,7 +19,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
-from fedtflite.errors import ConfigError
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
     CHECKPOINT_FILE,
@@ -34,7 +33,7 @@ from fedtflite.simulation.history import (
     RoundCallback,
     RoundRecord,
 )
-from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 from server.strategies import (
     RoundStats,
     load_strategy_state,
@@ -204,11 +203,10 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = str(values.pop("run-dir", ""))
     resume = bool(values.pop("resume", False))
     config = config_from_mapping(values)
-    if resume and not run_dir:
-        raise ConfigError("resume = true needs run-dir, the run to go on from")
-    run = prepare_run(
-        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
+    directory = run_directory(
+        run_dir, resume, resume_name="resume = true", run_dir_name="run-dir"
     )
+    run = prepare_run(config, directory, resume=resume)
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
         run_server(grid, run)

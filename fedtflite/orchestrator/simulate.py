@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.algorithms.sampling import flower_sample_size
-from fedtflite.errors import ConfigError
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
-from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 
 __all__ = [
     "CLIENT_APP",
@@ -125,12 +124,8 @@ def simulate(
         Any bad setting, model or data, before Ray starts.
     """
     t0 = time.perf_counter()
-    if resume and not run_dir:
-        raise ConfigError("resume needs the run directory to go on from (run_dir)")
-    run = prepare_run(
-        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
-    )
-    if not run.settings.learning_rate:
+    run = prepare_run(config, run_directory(run_dir, resume), resume=resume)
+    if run.settings.learning_rate is None:
         _log.warning(
             "%s has no set_learning_rate: learning-rate is ignored", config.model
         )

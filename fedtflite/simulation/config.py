@@ -20,6 +20,7 @@ from typing import Any
 from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
@@ -123,7 +124,7 @@ class SimulationConfig:
     min_evaluate_clients: int = 2
     local_epochs: int = 1
     batch_size: int = 32
-    learning_rate: float = 0.05
+    learning_rate: float = DEFAULT_LEARNING_RATE
     model: str = "mlp"
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -220,7 +221,10 @@ def _validate(c: SimulationConfig) -> None:
     _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
     _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
     _check(
-        c.optimizer in ("sgd", "adam"), "optimizer", c.optimizer, "expected sgd or adam"
+        c.optimizer in OPTIMIZERS,
+        "optimizer",
+        c.optimizer,
+        f"expected {' or '.join(OPTIMIZERS)}",
     )
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
     _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")

@@ -75,6 +75,32 @@ class PreparedRun:
             thread.join()
 
 
+def run_directory(
+    run_dir: str | Path | None,
+    resume: bool,
+    *,
+    resume_name: str = "resume",
+    run_dir_name: str = "run_dir",
+) -> Path:
+    """The run directory to use: ``run_dir``, or a new :func:`default_run_dir`.
+
+    ``resume_name`` and ``run_dir_name`` are what the caller's interface calls
+    the two (``--resume`` / ``--out`` on the command line).
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` without a ``run_dir`` to go on from.
+    """
+    if run_dir:
+        return Path(run_dir)
+    if resume:
+        raise ConfigError(
+            f"{resume_name} needs {run_dir_name}, the run directory to go on from"
+        )
+    return default_run_dir()
+
+
 def default_run_dir(root: Path = Path("runs")) -> Path:
     """``runs/<YYYYmmdd-HHMMSS>``, made unique with a suffix if it exists."""
     base = root / time.strftime("%Y%m%d-%H%M%S")
@@ -228,7 +254,7 @@ def prepare_run(
         data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else "",
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
-        learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
+        learning_rate=config.learning_rate if model.supports_learning_rate else None,
         state_dir=str(run_dir / "client_state"),
     )
     return PreparedRun(
