@@ -215,3 +215,27 @@ def evaluate(msg: Message, context: Context) -> Message:
             }
         )
     return Message(content=content, reply_to=msg)
+
+
+@app.evaluate(records.PERSONALIZE)
+def personalize(msg: Message, context: Context) -> Message:
+    """After the last round: each client of the cohort fine-tunes the global
+    model on its own data, evaluated before and after (one MetricRecord each)."""
+    worker, config, cohort, global_weights = _setup(msg)
+    epochs = config[records.PERSONALIZE_EPOCHS]
+    assert isinstance(epochs, int)
+    content = RecordDict()
+    run = _Cohort(cohort)
+    for cid, r in run.run(lambda c: worker.personalize(c, global_weights, epochs)):
+        content[records.client_key(records.METRICS, cid)] = MetricRecord(
+            {
+                records.NUM_EXAMPLES: r.num_examples,
+                records.ACC_GLOBAL: r.acc_global,
+                records.ACC_PERSONAL: r.acc_personal,
+                records.LOSS_GLOBAL: r.loss_global,
+                records.LOSS_PERSONAL: r.loss_personal,
+                records.COMPUTE_SECONDS: r.seconds,
+            }
+        )
+    content[records.STATUS] = run.status()
+    return Message(content=content, reply_to=msg)
