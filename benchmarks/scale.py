@@ -49,12 +49,13 @@ import numpy as np
 
 from benchmarks.floor import physical_floor
 from benchmarks.procfs import memory_snapshot
+from fedtflite.algorithms.sampling import flower_sample_size, sample_clients
 from fedtflite.data import load_fashion_mnist, split_local_test
+from fedtflite.data.partition_file import load_partition
+from fedtflite.orchestrator import simulate
+from fedtflite.orchestrator.simulate import start_ray
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import RoundRecord, SimulationConfig, load_config, simulate
-from fedtflite.simulation.cohorts import flower_sample_size, sample_clients
-from fedtflite.simulation.partition_file import load_partition
-from fedtflite.simulation.run import start_ray
+from fedtflite.simulation import RoundRecord, SimulationConfig, load_config
 
 HERE = Path(__file__).resolve().parent
 COMMON = ("model=mlp", "local-epochs=1", "batch-size=32", "learning-rate=0.05")
