@@ -31,8 +31,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 
 from benchmarks.floor import physical_floor
 from clients.client_app import train
+from fedtflite.protocol import keys
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import load_config, records
+from fedtflite.simulation import load_config
 from fedtflite.simulation.prepare import PreparedRun, prepare_run
 
 _PARTS = {  # cProfile function name -> part of the table
@@ -60,17 +61,17 @@ def _message(run: PreparedRun, cohort: list[int], server_round: int) -> Message:
     )
     config = ConfigRecord(run.settings.to_config())
     config["server-round"] = server_round
-    config[records.COHORT] = cohort
-    config[records.PER_CLIENT] = 0
-    content = RecordDict({records.ARRAYS: arrays, records.CONFIG: config})
+    config[keys.COHORT] = cohort
+    config[keys.PER_CLIENT] = 0
+    content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
     return Message(content=content, message_type="train", dst_node_id=1)
 
 
 def profile_cohort(clients: int, registered: int) -> dict[str, Any]:
     """Profile one warm cohort message, then time it against its physical floor.
 
-    Returns the profile (``stats``), the message's wall time under the profiler
-    (``profiled``) and, the median of three interleaved repeats, its wall and CPU
+    Returns the profile (``stats``, in CPU time), the message's CPU time under the
+    profiler (``profiled``) and, the median of three interleaved repeats, its wall and CPU
     time without the profiler (``wall``, ``cpu``) and the physical floor of its
     clients in wall and CPU time (``floor_wall``, ``floor_cpu``). CPU time
     (``time.process_time``) is the steadier figure on a loaded machine.
@@ -99,10 +100,11 @@ def profile_cohort(clients: int, registered: int) -> dict[str, Any]:
         )
         train(_message(run, cohort, 1), context)  # warm-up: worker, splits
         msg = _message(run, cohort, 2)
-        profiler = cProfile.Profile()
-        start = time.perf_counter()
+        # CPU time: what the process did, not what the machine's load added
+        profiler = cProfile.Profile(time.process_time)
+        start = time.process_time()
         profiler.runcall(train, msg, context)
-        profiled = time.perf_counter() - start
+        profiled = time.process_time() - start
         model = Path(run.settings.model_path).read_bytes()
         sizes = [60_000 // registered] * clients
         for _ in range(3):  # interleaved, so both see the same load
@@ -147,7 +149,7 @@ def main() -> None:
         f"cohort of {args.clients} clients: wall {r['wall']:.3f} s against a physical "
         f"floor of {r['floor_wall']:.3f} s ({r['wall'] / r['floor_wall']:.2f}x); CPU "
         f"{r['cpu']:.3f} s against {r['floor_cpu']:.3f} s "
-        f"({r['cpu'] / r['floor_cpu']:.2f}x); under cProfile {wall:.3f} s"
+        f"({r['cpu'] / r['floor_cpu']:.2f}x); CPU under cProfile {wall:.3f} s"
     )
     print("| part | s | % of the message |\n|---|---:|---:|")
     for part, seconds in by_part(stats, wall).items():

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scale import _overhead_config, _steady, _table, measure_physical_floor
-from fedtflite.simulation import simulate
-from fedtflite.simulation.run import start_ray
+from fedtflite.orchestrator import simulate
+from fedtflite.orchestrator.simulate import start_ray
 
 HERE = Path(__file__).resolve().parent
 
