@@ -70,11 +70,12 @@ def _message(run: PreparedRun, cohort: list[int], server_round: int) -> Message:
 def profile_cohort(clients: int, registered: int) -> dict[str, Any]:
     """Profile one warm cohort message, then time it against its physical floor.
 
-    Returns the profile (``stats``, in CPU time), the message's CPU time under the
-    profiler (``profiled``) and, the median of three interleaved repeats, its wall and CPU
-    time without the profiler (``wall``, ``cpu``) and the physical floor of its
-    clients in wall and CPU time (``floor_wall``, ``floor_cpu``). CPU time
-    (``time.process_time``) is the steadier figure on a loaded machine.
+    Returns the profile (``stats``, in CPU time), the message's CPU time under
+    the profiler (``profiled``) and, the median of three interleaved repeats,
+    its wall and CPU time without the profiler (``wall``, ``cpu``) and the
+    physical floor of its clients in wall and CPU time (``floor_wall``,
+    ``floor_cpu``). CPU time (``time.process_time``) is the steadier figure on
+    a loaded machine.
     """
     _flower_task()
     config = load_config(
