@@ -27,14 +27,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scale import _overhead_config, _steady, _table, measure_physical_floor
+from benchmarks.scale import (
+    _Cpu,
+    _overhead_config,
+    _steady,
+    _table,
+    measure_physical_floor,
+)
 from fedtflite.orchestrator import simulate
 from fedtflite.orchestrator.simulate import start_ray
 
@@ -54,13 +62,18 @@ def scaling_row(
         config = replace(config, ray_address=address, client_cpus=cpus / workers)
     else:
         start_ray("", num_cpus=workers)
+    cpu = _Cpu()
     try:
         run_dir = out / f"k{k}-w{workers}"
-        history = simulate(config, run_dir, progress=False)
+        history = simulate(config, run_dir, callbacks=[cpu], progress=False)
     finally:
         ray.shutdown()
     steady = _steady(history.rounds)
     physical = measure_physical_floor(config, run_dir, server_round=2) / workers
+    physical_cpu = (
+        measure_physical_floor(config, run_dir, 2, clock=time.process_time) / workers
+    )
+    cpu_row = cpu.steady(rounds)
     middle = history.rounds[2:-1] or history.rounds[1:]
     return {
         "clients_per_round": k,
@@ -69,6 +82,9 @@ def scaling_row(
         "throughput": k / steady,
         "physical_floor_s": physical,
         "physical_ratio": steady / physical,
+        **cpu_row,
+        "worker_cpu_ratio": cpu_row.get("worker_cpu_s", math.nan) / physical_cpu,
+        "load": os.getloadavg()[0],
         "messages": history.rounds[2].messages,
         "compute_s": statistics.median(r.client_compute_seconds for r in middle),
     }
@@ -143,6 +159,9 @@ def main() -> None:
                 "efficiency": "efficiency",
                 "physical_floor_s": "physical floor (s)",
                 "physical_ratio": "round / physical floor",
+                "worker_cpu_ratio": "worker CPU / floor CPU",
+                "driver_cpu_s": "driver CPU (s)",
+                "load": "load",
             },
         )
     )
