@@ -7,7 +7,6 @@ centralized evaluation every round, and the run directory's history.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -19,6 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
+from fedtflite.report import write_csv
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
     CHECKPOINT_FILE,
@@ -187,13 +187,15 @@ def run_server(
 
 
 def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["round", "worker", "clients", "tensorflow"])
-        for server_round, s in sorted(stats.items()):
-            for worker, n in sorted(s.workers.items()):
-                tf = int(worker in s.workers_with_tensorflow)
-                w.writerow([server_round, worker, n, tf])
+    write_csv(
+        path,
+        ["round", "worker", "clients", "tensorflow"],
+        (
+            [server_round, worker, n, int(worker in s.workers_with_tensorflow)]
+            for server_round, s in sorted(stats.items())
+            for worker, n in sorted(s.workers.items())
+        ),
+    )
 
 
 @app.main()

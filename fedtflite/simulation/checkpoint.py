@@ -15,7 +15,6 @@ while writing it keeps the previous round's checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.errors import CheckpointError
+from fedtflite.files import atomic_path
 from fedtflite.simulation.history import RoundRecord, read_history
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
@@ -88,9 +89,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "state": {attr: list(v) for attr, v in checkpoint.strategy_state.items()},
     }
     arrays[_META] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
 
 
 def load_checkpoint(path: Path) -> Checkpoint | None:
@@ -214,15 +214,15 @@ def resume_point(
             "checkpoint to start from round 0"
         ) from None
     check_resumable(checkpoint, config, len(rows), path)
-    state_dir = run_dir / "client_state"
+    state = ClientStateStore.of_run(run_dir)
     if (
         _keeps_client_state(config.get("strategy"))
         and checkpoint.round > 0
-        and not any(state_dir.glob("client_*.npz"))
+        and state.is_empty()
     ):
         raise CheckpointError(
             f"{path} is at round {checkpoint.round} of a SCAFFOLD run but "
-            f"{state_dir} holds no client state (c_i); copy it back or start the "
+            f"{state.directory} holds no client state (c_i); copy it back or start the "
             "run from round 0 (without resume)"
         )
     return checkpoint, tuple(rows[: checkpoint.round + 1])

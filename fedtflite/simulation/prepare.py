@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.data import (
     load_fashion_mnist,
     partition_stats,
@@ -230,7 +230,7 @@ def prepare_run(
     if checkpoint is None:
         # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing
         # the directory starts, as its server does, from nothing.
-        shutil.rmtree(run_dir / "client_state", ignore_errors=True)
+        ClientStateStore.of_run(run_dir).clear()
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     run_dir = run_dir.resolve()
     (run_dir / "config.toml").write_text(config_to_toml(config))
@@ -255,7 +255,7 @@ def prepare_run(
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate if model.supports_learning_rate else None,
-        state_dir=str(run_dir / "client_state"),
+        state_dir=str(ClientStateStore.of_run(run_dir).directory),
     )
     return PreparedRun(
         config, run_dir, settings, timings, (plotter,), checkpoint, history
