@@ -299,7 +299,7 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
         write_personalization,
     )
     from fedtflite.runtime import ClientModel
-    from fedtflite.simulation import load_config
+    from fedtflite.simulation.config import load_run_config
 
     if args.epochs < 1 or args.clients < 0:
         raise ConfigError(
@@ -307,7 +307,7 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
             "and clients >= 0 (0: every client)"
         )
     run = load_finished_run(args.run_dir)
-    config = load_config(run.run_dir / "config.toml")
+    config = load_run_config(run.run_dir)
     model = ClientModel(run.model_bytes)
     try:
         parts = load_partition(run.run_dir / "partition.npz", config.partition_spec())

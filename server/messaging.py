@@ -127,7 +127,7 @@ class CohortSampling:
     """Mixin placed before a Flower strategy class (see the module docstring).
 
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
-    ``num_clients``, ``cohort_size`` (0 = one cohort per node), ``per_client``
+    ``num_clients``, ``clients_per_message`` (0 = one message per node), ``per_client``
     (reply every client's update instead of a pre-aggregated cohort), ``stats``.
     ``round_offset`` (set by a resumed run) is added to the round numbers Flower's
     loop passes in, so that round ``k`` of a run resumed after round ``r`` is
@@ -136,7 +136,7 @@ class CohortSampling:
 
     seed: int
     num_clients: int
-    cohort_size: int
+    clients_per_message: int
     per_client: bool
     stats: dict[int, RoundStats]
     round_offset: int = 0
@@ -162,7 +162,7 @@ class CohortSampling:
         message_type = template[0].metadata.message_type
         out = []
         for k, cohort in enumerate(
-            split_cohorts(chosen.tolist(), self.cohort_size, len(nodes))
+            split_cohorts(chosen.tolist(), self.clients_per_message, len(nodes))
         ):
             config = message_config(
                 content.config_records[keys.CONFIG], cohort, self.per_client

@@ -115,7 +115,7 @@ def simulate(
         every round; see :mod:`fedtflite.simulation.checkpoint`) instead of
         starting over; a directory without one starts at round 0. The config
         must be the run's own, except for where and how long it runs
-        (``num-rounds``, ``ray-address``, ``client-cpus``, ``cohort-size``,
+        (``num-rounds``, ``ray-address``, ``client-cpus``, ``clients-per-message``,
         ``data-dir``).
 
     Raises
@@ -181,11 +181,12 @@ def federation_size(config: SimulationConfig, workers: int) -> int:
 
     Flower's simulation engine hands each node one message per poll (0.1 s), so
     the federation has one node per message of the largest phase: one per
-    worker (Ray actor) with automatic cohorts, more with a fixed ``cohort-size``.
+    worker (Ray actor) with automatic cohorts, more with a fixed
+    ``clients-per-message``.
     Nodes are only addresses; which simulated client a message is for travels in
     the message.
     """
-    if not config.cohort_size:
+    if not config.clients_per_message:
         return workers
     sampled = max(
         flower_sample_size(
@@ -195,7 +196,7 @@ def federation_size(config: SimulationConfig, workers: int) -> int:
             config.num_clients, config.fraction_evaluate, config.min_evaluate_clients
         ),
     )
-    return max(workers, math.ceil(sampled / config.cohort_size))
+    return max(workers, math.ceil(sampled / config.clients_per_message))
 
 
 def _import_flower() -> None:
