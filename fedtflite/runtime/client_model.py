@@ -26,6 +26,7 @@ from fedtflite.errors import (
     SignatureMismatchError,
     WeightsMismatchError,
 )
+from fedtflite.native_logs import LITERT_START, dropping
 from fedtflite.runtime.contract import (
     ModelContract,
     check_flatbuffer,
@@ -193,6 +194,8 @@ class ClientModel:
             raise ModelFileError(
                 f"{source}: LiteRT cannot load the model: {first}"
             ) from None
+        with dropping(LITERT_START):  # applies the default delegate, logged at INFO
+            self._interpreter.allocate_tensors()
         self.contract: ModelContract = read_contract(self._interpreter, source, ops)
         self.model_bytes = data
         self.sha256 = hashlib.sha256(data).hexdigest()
