@@ -51,7 +51,7 @@ import numpy as np
 
 from benchmarks.floor import physical_floor
 from benchmarks.procfs import client_actors, cpu_seconds, memory_snapshot
-from fedtflite.algorithms.sampling import flower_sample_size, sample_clients
+from fedtflite.algorithms.sampling import Phase, flower_sample_size, sample_clients
 from fedtflite.data import load_fashion_mnist, split_local_test
 from fedtflite.data.partition_file import load_partition
 from fedtflite.orchestrator import simulate
@@ -150,7 +150,9 @@ def _round_clients(
         config.num_clients, config.fraction_train, config.min_train_clients
     )
     data = []
-    for cid in sample_clients(config.seed, server_round, 0, config.num_clients, k):
+    for cid in sample_clients(
+        config.seed, server_round, Phase.TRAIN, config.num_clients, k
+    ):
         idx, _ = split_local_test(
             parts[cid], config.client_test_fraction, config.seed, client_id=int(cid)
         )

@@ -110,9 +110,12 @@ class _SavedWithoutCustomGradients(logging.Filter):
 def _convert(module: Any) -> bytes:
     import tensorflow as tf
 
-    tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _SavedWithoutCustomGradients) for f in tf_logger.filters):
-        tf_logger.addFilter(_SavedWithoutCustomGradients())
+    # TensorFlow's saved_model loader logs through absl's Python logger.
+    absl_logger = logging.getLogger("absl")
+    if not any(
+        isinstance(f, _SavedWithoutCustomGradients) for f in absl_logger.filters
+    ):
+        absl_logger.addFilter(_SavedWithoutCustomGradients())
     signatures = module.signatures()
     with tempfile.TemporaryDirectory(prefix="fedtflite-build-") as tmp:
         # The custom gradients are already inlined into `train`; saving them
