@@ -156,7 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import logging
 
-    from fedtflite.simulation import load_config, simulate
+    from fedtflite.orchestrator import simulate
+    from fedtflite.simulation import load_config
 
     # fedtflite's own lines at INFO; other libraries' (alembic, Ray...) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -179,14 +180,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import logging
 
-    from fedtflite.simulation import parse_overrides
-    from fedtflite.sweep import (
+    from fedtflite.orchestrator.sweep import (
         load_grid,
         plot_sweep,
         read_sweep,
         run_sweep,
         sweep_table,
     )
+    from fedtflite.simulation import parse_overrides
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     base, cells = load_grid(args.grid)
@@ -220,8 +221,8 @@ def _cmd_partition(args: argparse.Namespace) -> int:
         validate_partition_spec,
         write_partition_stats,
     )
+    from fedtflite.data.partition_file import cached_partition, save_partition
     from fedtflite.simulation import load_config
-    from fedtflite.simulation.partition_file import cached_partition, save_partition
 
     config = load_config(args.config if args.config else DEFAULT_CONFIG, args.set)
     labels = load_fashion_mnist(config.data_dir or None).train.labels
@@ -278,6 +279,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_personalize(args: argparse.Namespace) -> int:
     from fedtflite.data import load_train_uint8
+    from fedtflite.data.partition_file import load_partition
     from fedtflite.export import load_finished_run
     from fedtflite.personalization import (
         CSV_FILE,
@@ -291,7 +293,6 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
     )
     from fedtflite.runtime import ClientModel
     from fedtflite.simulation import load_config
-    from fedtflite.simulation.partition_file import load_partition
 
     if args.epochs < 1 or args.clients < 0:
         raise ConfigError(

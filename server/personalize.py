@@ -2,7 +2,7 @@
 
 The chosen clients (:func:`fedtflite.personalization.choose_clients`, seeded with
 the run's seed) travel in cohorts exactly as a round's clients do
-(:func:`~fedtflite.simulation.cohorts.split_cohorts`, one message per cohort to
+(:func:`~fedtflite.algorithms.sampling.split_cohorts`, one message per cohort to
 the federation's nodes in turn), as ``evaluate.personalize`` messages carrying
 the final global weights; each worker runs its cohort's clients on its own
 interpreter (:func:`clients.client_app.personalize`). The results go to
@@ -17,17 +17,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
-from flwr.app.message_type import MessageType
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from fedtflite.algorithms.sampling import split_cohorts
 from fedtflite.personalization import (
     CSV_FILE,
     PLOT_FILE,
@@ -38,10 +31,14 @@ from fedtflite.personalization import (
     summary_line,
     write_personalization,
 )
-from fedtflite.simulation import records
-from fedtflite.simulation.cohorts import split_cohorts
+from fedtflite.protocol.personalization import (
+    MESSAGE_TYPE,
+    decode_personalize_reply,
+    personalize_content,
+)
+from fedtflite.protocol.replies import array_record
 from fedtflite.simulation.prepare import PreparedRun
-from server.cohorts import _wait_for_nodes
+from server.messaging import _wait_for_nodes
 
 __all__ = ["personalize_clients", "personalize_run"]
 
@@ -53,6 +50,7 @@ def personalize_clients(
     config: ConfigRecord,
     arrays: ArrayRecord,
     clients: Sequence[int],
+    epochs: int,
     cohort_size: int,
 ) -> tuple[list[PersonalResult], list[str]]:
     """Send ``clients`` in cohorts; their results (client order) and failures.
@@ -61,55 +59,35 @@ def personalize_clients(
     ----------
     grid : Grid
     config : ConfigRecord
-        The run's client settings plus :data:`records.PERSONALIZE_EPOCHS`.
+        The run's client settings.
     arrays : ArrayRecord
         The global weights every client restores.
     clients : sequence of int
+    epochs : int
+        Fine-tuning epochs.
     cohort_size : int
         Most clients per message (0: one message per node).
     """
     nodes = _wait_for_nodes(grid)
-    messages = []
-    for k, cohort in enumerate(split_cohorts(list(clients), cohort_size, len(nodes))):
-        cfg = ConfigRecord(dict(config))
-        cfg[records.COHORT] = cohort
-        content = RecordDict({records.CONFIG: cfg, records.ARRAYS: arrays})
-        messages.append(
-            Message(
-                content=content,
-                message_type=f"{MessageType.EVALUATE}.{records.PERSONALIZE}",
-                dst_node_id=nodes[k % len(nodes)],
-            )
+    messages = [
+        Message(
+            content=personalize_content(config, arrays, cohort, epochs),
+            message_type=MESSAGE_TYPE,
+            dst_node_id=nodes[k % len(nodes)],
         )
+        for k, cohort in enumerate(
+            split_cohorts(list(clients), cohort_size, len(nodes))
+        )
+    ]
     results: list[PersonalResult] = []
     errors: list[str] = []
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
             errors.append(f"a cohort failed: {reply.error.reason}")
             continue
-        status = reply.content.config_records[records.STATUS]
-        reasons = status.get(records.ERRORS, [])
-        errors += [str(r) for r in reasons] if isinstance(reasons, list) else []
-        ok = status.get(records.OK, [])
-        for cid in [int(c) for c in ok] if isinstance(ok, list) else []:
-            m = reply.content.metric_records[records.client_key(records.METRICS, cid)]
-
-            def value(key: str, m: MetricRecord = m) -> float:
-                v = m[key]
-                assert isinstance(v, int | float)
-                return float(v)
-
-            results.append(
-                PersonalResult(
-                    client_id=cid,
-                    num_examples=int(value(records.NUM_EXAMPLES)),
-                    acc_global=value(records.ACC_GLOBAL),
-                    acc_personal=value(records.ACC_PERSONAL),
-                    loss_global=value(records.LOSS_GLOBAL),
-                    loss_personal=value(records.LOSS_PERSONAL),
-                    seconds=value(records.COMPUTE_SECONDS),
-                )
-            )
+        status, done = decode_personalize_reply(reply)
+        errors += status.errors
+        results += done
     results.sort(key=lambda r: r.client_id)
     return results, errors
 
@@ -127,15 +105,13 @@ def personalize_run(
     clients = choose_clients(
         config.num_clients, config.personalize_clients, config.seed
     )
-    cfg = ConfigRecord(run.settings.to_config())
-    cfg[records.PERSONALIZE_EPOCHS] = config.personalize_epochs
-    arrays = ArrayRecord(
-        array_dict={
-            n: Array(np.asarray(w)) for n, w in zip(names, weights, strict=True)
-        }
-    )
     results, errors = personalize_clients(
-        grid, cfg, arrays, clients, config.cohort_size
+        grid,
+        ConfigRecord(run.settings.to_config()),
+        array_record(names, [np.asarray(w) for w in weights]),
+        clients,
+        config.personalize_epochs,
+        config.cohort_size,
     )
     if errors:
         _log.warning(

@@ -8,12 +8,13 @@ from collections.abc import Callable
 import pytest
 
 from fedtflite.cli import main
+from fedtflite.orchestrator import simulate
 from fedtflite.personalization import (
     choose_clients,
     read_personalization,
     summarize,
 )
-from fedtflite.simulation import History, SimulationConfig, simulate
+from fedtflite.simulation import History, SimulationConfig
 
 pytestmark = pytest.mark.integration
 
