@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     _, cells = load_grid(HERE / "grid.toml")
     lines = [
-        "| α | central test acc. | clients | global: mean / median / p10 "
+        "| alpha | central test acc. | clients | global: mean / median / p10 "
         f"| 1 epoch: mean / median / p10 | {args.epochs} epochs: mean / median / p10 "
         f"| gain of the mean (1 / {args.epochs} epochs) |",
         "|---|--:|--:|--:|--:|--:|--:|",
