@@ -287,6 +287,7 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
         choose_clients,
         personalize_offline,
         plot_personalization,
+        plot_title,
         summarize,
         summary_line,
         write_personalization,
@@ -330,8 +331,13 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
     plot_personalization(
         results,
         out / PLOT_FILE,
-        f"{config.model} · {config.strategy} · {config.partitioner} · "
-        f"{args.epochs} epoch(s)",
+        plot_title(
+            config.model,
+            config.strategy,
+            config.partitioner,
+            config.alpha,
+            args.epochs,
+        ),
     )
     print(summary_line(summarize(results), args.epochs))
     print(f"wrote {out / CSV_FILE} and {out / PLOT_FILE}")

@@ -27,6 +27,7 @@ from fedtflite.personalization import (
     PersonalResult,
     choose_clients,
     plot_personalization,
+    plot_title,
     summarize,
     summary_line,
     write_personalization,
@@ -125,8 +126,13 @@ def personalize_run(
     plot_personalization(
         results,
         run.run_dir / PLOT_FILE,
-        f"{config.model} · {config.strategy} · {config.partitioner} · "
-        f"{config.personalize_epochs} epoch(s)",
+        plot_title(
+            config.model,
+            config.strategy,
+            config.partitioner,
+            config.alpha,
+            config.personalize_epochs,
+        ),
     )
     line = summary_line(summary, config.personalize_epochs)
     _log.info("%s", line)
