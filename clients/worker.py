@@ -129,9 +129,9 @@ class Worker:
 
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
         """A client's shuffling stream in a round, from ``(seed, round, client)``."""
-        return np.random.default_rng(
-            [self.settings.partition.seed, server_round, client_id]
-        )
+        # what default_rng builds, minus its wrapper (~15 us a client)
+        seed = [self.settings.partition.seed, server_round, client_id]
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
 
     def train(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
+from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
     "PARTITIONERS",
@@ -31,19 +32,6 @@ __all__ = [
     "parse_overrides",
 ]
 
-STRATEGIES = (
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "qfedavg",
-    "scaffold",
-)
 PARTITIONERS = PARTITION_KINDS
 
 
