@@ -35,13 +35,12 @@ from flwr.clientapp import ClientApp
 from clients.worker import ClientUpdate, Worker, get_worker
 from fedtflite.errors import FedTfliteError
 from fedtflite.protocol import keys
+from fedtflite.protocol.personalization import personalize_epochs, personalize_reply
 from fedtflite.protocol.replies import (
     ReplyStatus,
     TrainReplyEncoder,
     arrays_of,
     evaluate_reply,
-    personalize_epochs,
-    personalize_reply,
 )
 from fedtflite.protocol.settings import ClientSettings
 
@@ -168,7 +167,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 def personalize(msg: Message, context: Context) -> Message:
     """After the last round: each client of the cohort fine-tunes the global
     model on its own data, evaluated before and after
-    (:func:`~fedtflite.protocol.replies.personalize_reply`)."""
+    (:mod:`fedtflite.protocol.personalization`)."""
     worker, config, cohort, global_weights = _setup(msg)
     epochs = personalize_epochs(config)
     run = _Cohort(cohort)

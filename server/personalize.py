@@ -32,12 +32,12 @@ from fedtflite.personalization import (
     summary_line,
     write_personalization,
 )
-from fedtflite.protocol.replies import (
-    PERSONALIZE_MESSAGE_TYPE,
-    array_record,
+from fedtflite.protocol.personalization import (
+    MESSAGE_TYPE,
     decode_personalize_reply,
     personalize_content,
 )
+from fedtflite.protocol.replies import array_record
 from fedtflite.simulation.prepare import PreparedRun
 from server.messaging import _wait_for_nodes
 
@@ -73,7 +73,7 @@ def personalize_clients(
     messages = [
         Message(
             content=personalize_content(config, arrays, cohort, epochs),
-            message_type=PERSONALIZE_MESSAGE_TYPE,
+            message_type=MESSAGE_TYPE,
             dst_node_id=nodes[k % len(nodes)],
         )
         for k, cohort in enumerate(
@@ -112,7 +112,7 @@ def personalize_run(
         array_record(names, [np.asarray(w) for w in weights]),
         clients,
         config.personalize_epochs,
-        config.cohort_size,
+        config.clients_per_message,
     )
     if errors:
         _log.warning(

@@ -9,15 +9,14 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from fedtflite.personalization import PersonalResult
 from fedtflite.protocol import keys
-from fedtflite.protocol.replies import (
-    PERSONALIZE_MESSAGE_TYPE,
-    ReplyStatus,
-    array_record,
+from fedtflite.protocol.personalization import (
+    MESSAGE_TYPE,
     decode_personalize_reply,
     personalize_content,
     personalize_epochs,
     personalize_reply,
 )
+from fedtflite.protocol.replies import ReplyStatus, array_record
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +37,7 @@ def test_a_message_carries_the_cohort_the_epochs_and_the_weights() -> None:
     assert config[keys.COHORT] == [4, 9] and config["run.seed"] == 3
     assert personalize_epochs(config) == 2
     np.testing.assert_array_equal(content[keys.ARRAYS]["a0"].numpy(), weights[0])
-    assert PERSONALIZE_MESSAGE_TYPE == "evaluate.personalize"
+    assert MESSAGE_TYPE == "evaluate.personalize"
 
 
 def test_a_reply_round_trips_ok_and_failed_clients() -> None:
@@ -48,7 +47,7 @@ def test_a_reply_round_trips_ok_and_failed_clients() -> None:
     ]
     status = ReplyStatus(ok=(4, 9), failed=(7,), errors=("client 7: diverged",))
     content = personalize_reply(status, results)
-    reply = Message(content, dst_node_id=1, message_type=PERSONALIZE_MESSAGE_TYPE)
+    reply = Message(content, dst_node_id=1, message_type=MESSAGE_TYPE)
     decoded_status, decoded = decode_personalize_reply(reply)
     assert decoded_status.failed == (7,) and decoded_status.errors == status.errors
     assert decoded[0] == results[0]
@@ -58,6 +57,6 @@ def test_a_reply_round_trips_ok_and_failed_clients() -> None:
 
 def test_an_empty_reply_decodes_to_no_results() -> None:
     content = personalize_reply(ReplyStatus(ok=()), [])
-    reply = Message(content, dst_node_id=1, message_type=PERSONALIZE_MESSAGE_TYPE)
+    reply = Message(content, dst_node_id=1, message_type=MESSAGE_TYPE)
     assert decode_personalize_reply(reply)[1] == []
     assert isinstance(content, RecordDict)

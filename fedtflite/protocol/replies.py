@@ -13,11 +13,6 @@ The ClientApp builds a reply with :class:`TrainReplyEncoder` (or
 :func:`evaluate_reply`); the ServerApp turns it back into what a Flower
 strategy expects, one reply per client (or one pre-aggregated reply) plus one
 error reply per failed client, with :func:`decode_reply`.
-
-After the last round, personalization messages (:data:`PERSONALIZE_MESSAGE_TYPE`,
-built by :func:`personalize_content`: the global weights, the cohort and the
-fine-tuning epochs) are answered by :func:`personalize_reply`, one MetricRecord
-per successful client, read back by :func:`decode_personalize_reply`.
 """
 
 from __future__ import annotations
@@ -35,28 +30,21 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.app.error import Error
-from flwr.app.message_type import MessageType
 from flwr.common.constant import ErrorCode
 
 from fedtflite.algorithms.sampling import WeightedMean
 from fedtflite.errors import WeightsMismatchError
-from fedtflite.personalization import PersonalResult
 from fedtflite.protocol import keys
 
 __all__ = [
-    "PERSONALIZE_MESSAGE_TYPE",
     "DecodedReply",
     "ReplyStatus",
     "TrainReplyEncoder",
     "array_record",
     "arrays_of",
-    "decode_personalize_reply",
     "decode_reply",
     "evaluate_reply",
     "message_config",
-    "personalize_content",
-    "personalize_epochs",
-    "personalize_reply",
 ]
 
 
@@ -298,73 +286,3 @@ def decode_reply(reply: Message, *, train: bool) -> DecodedReply:
         error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason)
         out.append((cid, Message(error, reply_to=reply)))
     return DecodedReply(status, out, pre_aggregated)
-
-
-_PERSONAL_METRICS = {
-    "num_examples": keys.NUM_EXAMPLES,
-    "acc_global": keys.ACC_GLOBAL,
-    "acc_personal": keys.ACC_PERSONAL,
-    "loss_global": keys.LOSS_GLOBAL,
-    "loss_personal": keys.LOSS_PERSONAL,
-    "seconds": keys.COMPUTE_SECONDS,
-}
-
-
-PERSONALIZE_MESSAGE_TYPE = f"{MessageType.EVALUATE}.{keys.PERSONALIZE}"
-"""Flower message type of a personalization message (an evaluate action)."""
-
-
-def personalize_content(
-    config: ConfigRecord, arrays: ArrayRecord, client_ids: Sequence[int], epochs: int
-) -> RecordDict:
-    """A personalization message for ``client_ids``: the run's client settings
-    ``config`` with the cohort and ``epochs``, and the global weights ``arrays``."""
-    cfg = message_config(config, client_ids, per_client=True)
-    cfg[keys.PERSONALIZE_EPOCHS] = int(epochs)
-    return RecordDict({keys.CONFIG: cfg, keys.ARRAYS: arrays})
-
-
-def personalize_epochs(config: ConfigRecord) -> int:
-    """The fine-tuning epochs a personalization message asks for."""
-    epochs = config[keys.PERSONALIZE_EPOCHS]
-    assert isinstance(epochs, int)
-    return epochs
-
-
-def personalize_reply(
-    status: ReplyStatus, results: Sequence[PersonalResult]
-) -> RecordDict:
-    """A personalization reply: one MetricRecord per successful client."""
-    content = RecordDict({keys.STATUS: status.to_record()})
-    for r in results:
-        content[keys.client_key(keys.METRICS, r.client_id)] = MetricRecord(
-            {
-                key: int(r.num_examples)
-                if field == "num_examples"
-                else float(getattr(r, field))
-                for field, key in _PERSONAL_METRICS.items()
-            }
-        )
-    return content
-
-
-def decode_personalize_reply(
-    reply: Message,
-) -> tuple[ReplyStatus, list[PersonalResult]]:
-    """Read a :func:`personalize_reply` back: its status and results."""
-    content = reply.content
-    status = ReplyStatus.from_record(
-        content.config_records.get(keys.STATUS, ConfigRecord())
-    )
-    results = []
-    for cid in status.ok:
-        m = content.metric_records[keys.client_key(keys.METRICS, cid)]
-        values = {field: m[key] for field, key in _PERSONAL_METRICS.items()}
-        results.append(
-            PersonalResult(
-                client_id=cid,
-                num_examples=int(values.pop("num_examples")),  # type: ignore[arg-type]
-                **{k: float(v) for k, v in values.items()},  # type: ignore[arg-type]
-            )
-        )
-    return status, results
