@@ -35,12 +35,12 @@ from flwr.clientapp import ClientApp
 from clients.worker import ClientUpdate, Worker, get_worker
 from fedtflite.errors import FedTfliteError
 from fedtflite.protocol import keys
+from fedtflite.protocol.personalization import personalize_epochs, personalize_reply
 from fedtflite.protocol.replies import (
     ReplyStatus,
     TrainReplyEncoder,
     arrays_of,
     evaluate_reply,
-    personalize_reply,
 )
 from fedtflite.protocol.settings import ClientSettings
 
@@ -166,10 +166,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.evaluate(keys.PERSONALIZE)
 def personalize(msg: Message, context: Context) -> Message:
     """After the last round: each client of the cohort fine-tunes the global
-    model on its own data, evaluated before and after (one MetricRecord each)."""
+    model on its own data, evaluated before and after
+    (:mod:`fedtflite.protocol.personalization`)."""
     worker, config, cohort, global_weights = _setup(msg)
-    epochs = config[keys.PERSONALIZE_EPOCHS]
-    assert isinstance(epochs, int)
+    epochs = personalize_epochs(config)
     run = _Cohort(cohort)
     results = [
         r for _, r in run.run(lambda c: worker.personalize(c, global_weights, epochs))

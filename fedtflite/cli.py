@@ -294,6 +294,7 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
         choose_clients,
         personalize_offline,
         plot_personalization,
+        plot_title,
         summarize,
         summary_line,
         write_personalization,
@@ -328,15 +329,25 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
         batch_size=config.batch_size,
         learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
     )
-    write_personalization(results, run.run_dir / CSV_FILE)
+    out: Path = args.out or run.run_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_personalization(results, out / CSV_FILE)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
     plot_personalization(
         results,
-        run.run_dir / PLOT_FILE,
-        f"{config.model} · {config.strategy} · {config.partitioner} · "
-        f"{args.epochs} epoch(s)",
+        out / PLOT_FILE,
+        plot_title(
+            config.model,
+            config.strategy,
+            config.partitioner,
+            config.alpha,
+            args.epochs,
+        ),
     )
     print(summary_line(summarize(results), args.epochs))
-    print(f"wrote {run.run_dir / CSV_FILE} and {run.run_dir / PLOT_FILE}")
+    print(f"wrote {out / CSV_FILE} and {out / PLOT_FILE}")
     return 0
 
 
@@ -520,6 +531,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="how many clients, drawn with the run's seed (default 0: every client)",
+    )
+    z.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where personalization.csv/.png go (default: the run directory)",
     )
     z.set_defaults(func=_cmd_personalize)
 

@@ -337,7 +337,8 @@ class ClientModel:
         c = self.contract
         images = np.asarray(images)
         n = images.shape[0] if images.ndim else 0
-        if images.ndim < 2 or images[0].size != int(np.prod(c.image_shape)):
+        pixels = int(np.prod(images.shape[1:])) if images.ndim >= 2 else -1
+        if pixels != int(np.prod(c.image_shape)):  # (also for zero images)
             raise DataShapeError(
                 f"{c.source}: images of shape {list(images.shape)} do not fit input x "
                 f"[B,{','.join(map(str, c.image_shape))}] (784 pixels per example)"
