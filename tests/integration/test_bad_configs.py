@@ -7,15 +7,18 @@ fails the test. The partition cases load the real Fashion-MNIST.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-import fedtflite.orchestrator.simulate as run_module
 from fedtflite.cli import main
 
 pytestmark = pytest.mark.integration
+
+# the module, not the function of the same name that fedtflite.orchestrator exports
+run_module = importlib.import_module("fedtflite.orchestrator.simulate")
 
 
 @pytest.fixture(autouse=True)
