@@ -26,7 +26,7 @@ from fedtflite.data import (
     split_local_test,
     to_float,
 )
-from fedtflite.errors import ConfigError, ModelFileError
+from fedtflite.errors import ConfigError, ModelFileError, PartitionError
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.scaffold import scaffold_client_update
 from fedtflite.simulation.partition_file import load_partition
@@ -160,6 +160,10 @@ class Worker:
         """
         model, s = self.model, self.settings
         data = self.client_data(client_id)
+        if not len(data.train_labels):
+            raise PartitionError(
+                f"client {client_id} holds no training example; it cannot train"
+            )
         start = time.perf_counter()
         model.restore(global_weights)
         if s.learning_rate and model.supports_learning_rate:

@@ -49,6 +49,7 @@ from flwr.serverapp import Grid
 
 from fedtflite.simulation import records
 from fedtflite.simulation.cohorts import sample_clients, split_cohorts
+from fedtflite.stop import check_stop
 
 __all__ = ["CohortSampling", "RoundStats"]
 
@@ -103,6 +104,7 @@ def _wait_for_nodes(grid: Grid, timeout: float = NODE_TIMEOUT) -> list[int]:
     """
     start = last_log = time.monotonic()
     while not (nodes := sorted(grid.get_node_ids())):
+        check_stop()
         now = time.monotonic()
         if now - start > timeout:
             raise RuntimeError(

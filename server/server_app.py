@@ -19,7 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
-from fedtflite.errors import ConfigError
+from fedtflite.errors import ConfigError, RunFailedError
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
     CHECKPOINT_FILE,
@@ -35,6 +35,7 @@ from fedtflite.simulation.history import (
     RoundRecord,
 )
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from server.grid import StoppableGrid
 from server.strategies import (
     RoundStats,
     load_strategy_state,
@@ -169,7 +170,7 @@ def run_server(
     train_config = ConfigRecord(run.settings.to_config())
     try:
         strategy.start(
-            grid=grid,
+            grid=StoppableGrid(grid),
             initial_arrays=arrays,
             num_rounds=config.num_rounds - done,
             train_config=train_config,
@@ -180,7 +181,38 @@ def run_server(
         for cb in cbs:
             cb.on_end()
         _write_workers(run.run_dir / "workers.csv", strategy.stats)
+    if not config.allow_failed_rounds:
+        _check_rounds(rows, strategy.stats)
     return rows
+
+
+def _spans(rounds: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    spans: list[list[int]] = []
+    for r in rounds:
+        if spans and r == spans[-1][-1] + 1:
+            spans[-1].append(r)
+        else:
+            spans.append([r])
+    return ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 1 else str(s[0]) for s in spans)
+
+
+def _check_rounds(rows: list[RoundRecord], stats: dict[int, RoundStats]) -> None:
+    """Raise :class:`RunFailedError` if some round aggregated no update.
+
+    Such a round kept the previous weights: the run's result is not what its
+    config asked for, although every round was recorded.
+    """
+    failed = [r.round for r in rows[1:] if r.clients_sampled and not r.clients_ok]
+    if not failed:
+        return
+    reasons = (stats[r].errors[0] for r in failed if r in stats and stats[r].errors)
+    first = next(reasons, "not recorded (a round before the run was resumed)")
+    raise RunFailedError(
+        f"{len(failed)} of {len(rows) - 1} rounds aggregated no update, every "
+        f"sampled client failed (round {_spans(failed)}); first failure: {first}; "
+        "set allow-failed-rounds = true to accept such rounds"
+    )
 
 
 def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
@@ -197,20 +229,25 @@ def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
 def main(grid: Grid, context: Context) -> None:
     """``flwr run`` entry: read ``context.run_config`` once, prepare, run.
 
-    Besides the config keys, ``run-dir`` names the run directory and ``resume =
-    true`` goes on from its checkpoint (see :func:`fedtflite.simulate`).
+    Besides the config keys, ``run-dir`` names the run directory, ``resume =
+    true`` goes on from its checkpoint and ``overwrite = true`` starts over in a
+    directory that holds another run (see :func:`fedtflite.simulate`).
     """
     values = dict(context.run_config)
     run_dir = str(values.pop("run-dir", ""))
     resume = bool(values.pop("resume", False))
+    overwrite = bool(values.pop("overwrite", False))
     config = config_from_mapping(values)
     if resume and not run_dir:
         raise ConfigError("resume = true needs run-dir, the run to go on from")
     run = prepare_run(
-        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
+        config,
+        Path(run_dir) if run_dir else default_run_dir(),
+        resume=resume,
+        overwrite=overwrite,
     )
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
         run_server(grid, run)
     finally:
-        run.wait()
+        run.close()

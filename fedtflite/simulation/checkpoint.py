@@ -41,11 +41,19 @@ CHECKPOINT_FILE = "checkpoint.npz"
 """The checkpoint's name inside a run directory."""
 
 EXECUTION_KEYS = frozenset(
-    {"num-rounds", "ray-address", "client-cpus", "cohort-size", "data-dir"}
+    {
+        "num-rounds",
+        "ray-address",
+        "client-cpus",
+        "cohort-size",
+        "data-dir",
+        "allow-failed-rounds",
+    }
 )
-"""Config keys a resumed run may change: where and how long it runs, not what it
-computes (``cohort-size`` and ``client-cpus`` regroup clients into messages, which
-changes only the order of the float32 sums of pre-aggregation)."""
+"""Config keys a resumed run may change: where and how long it runs, and whether
+failed rounds fail it, not what it computes (``cohort-size`` and ``client-cpus``
+regroup clients into messages, which changes only the order of the float32 sums
+of pre-aggregation)."""
 
 _WEIGHTS, _STATE, _META = "w/", "s/", "meta"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -15,11 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedtflite.errors import ConfigError
+from fedtflite.errors import ConfigError, RunInterruptedError
+from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.cohorts import flower_sample_size
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from fedtflite.stop import check_stop, stop_on_signals
 
 __all__ = ["federation_size", "simulate", "start_ray"]
 
@@ -38,6 +41,28 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
     # Ray 2.55 warns on every start that a future version will stop overriding
     # accelerator variables when no GPU is requested; this opts into that now.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's processes start with SIGINT blocked (a signal mask is inherited
+    # across exec): Ctrl-C reaches the whole foreground process group, and a
+    # raylet or GCS that exits on it leaves the driver's ray.shutdown() waiting
+    # on dead peers for many seconds. The driver still gets it (through its
+    # other threads), stops the run and shuts them down itself.
+    with _sigint_blocked():
+        _init_ray(address, num_cpus)
+    return True
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _init_ray(address: str, num_cpus: int | None) -> None:
+    import ray
+
     root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join([root, *sys.path])
     ray.init(
@@ -51,7 +76,6 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
             "worker_process_setup_hook": "clients.no_tensorflow.block_tensorflow",
         },
     )
-    return True
 
 
 @contextmanager
@@ -72,6 +96,7 @@ def simulate(
     callbacks: list[RoundCallback] | None = None,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> History:
     """Run a federated simulation and return its history.
 
@@ -92,6 +117,10 @@ def simulate(
         must be the run's own, except for where and how long it runs
         (``num-rounds``, ``ray-address``, ``client-cpus``, ``cohort-size``,
         ``data-dir``).
+    overwrite : bool
+        Start over in a ``run_dir`` that holds another run's files; without it
+        (and without ``resume``) such a directory is refused. A run holds the
+        directory's lock (:mod:`fedtflite.rundir`) while it runs.
 
     Raises
     ------
@@ -102,29 +131,54 @@ def simulate(
     if resume and not run_dir:
         raise ConfigError("resume needs the run directory to go on from (run_dir)")
     run = prepare_run(
-        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
+        config,
+        Path(run_dir) if run_dir else default_run_dir(),
+        resume=resume,
+        overwrite=overwrite,
     )
     if not run.settings.learning_rate:
         _log.warning(
             "%s has no set_learning_rate: learning-rate is ignored", config.model
         )
     # Flower's modules import in the background while Ray starts (~1 s).
-    importer = threading.Thread(target=_import_flower, name="import-flower")
-    importer.start()
-    t_ray = time.perf_counter()
-    started = start_ray(config.ray_address, num_cpus=os.cpu_count())
-    importer.join()
-    timings = {**run.timings, "ray": time.perf_counter() - t_ray}
-    first = _StartupClock(t0, timings)
+    started = False
     try:
-        rows = _run_flower(run, [first, *(callbacks or [])], progress)
+        importer = threading.Thread(target=_import_flower, name="import-flower")
+        importer.start()
+        t_ray = time.perf_counter()
+        started = start_ray(config.ray_address, num_cpus=os.cpu_count())
+        importer.join()
+        timings = {**run.timings, "ray": time.perf_counter() - t_ray}
+        first = _StartupClock(t0, timings)
+        # After ray.init, whose driver installs its own SIGTERM handler (a stack
+        # dump and abort).
+        with stop_on_signals():
+            rows = _run_flower(run, [first, *(callbacks or [])], progress)
+            check_stop()  # a signal after the last round: still an interrupted run
+    except RunInterruptedError as e:
+        raise RunInterruptedError(e.signum, _resume_hint(e, run.run_dir)) from None
     finally:
-        run.wait()
         if started:
             import ray
 
-            ray.shutdown()
+            ray.shutdown()  # the Ray processes this run started end here
+        run.close()
     return History(tuple(rows), run.run_dir, timings)
+
+
+def _resume_hint(e: RunInterruptedError, run_dir: Path) -> str:
+    """One line: what was kept and the exact command that goes on from it."""
+    ckpt = run_dir / CHECKPOINT_FILE
+    done = (
+        f"after round {load_checkpoint(ckpt).round}"  # type: ignore[union-attr]
+        if ckpt.is_file()
+        else "before its first round"
+    )
+    return (
+        f"{e}: the run stopped {done} (its checkpoint and history.csv are in "
+        f"{run_dir}); resume with: fedtflite simulate {run_dir / 'config.toml'} "
+        f"--out {run_dir} --resume"
+    )
 
 
 class _StartupClock:
