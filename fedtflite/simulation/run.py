@@ -149,6 +149,7 @@ def simulate(
         started = start_ray(config.ray_address, num_cpus=os.cpu_count())
         importer.join()
         timings = {**run.timings, "ray": time.perf_counter() - t_ray}
+        _check_client_cpus(config)
         first = _StartupClock(t0, timings)
         # After ray.init, whose driver installs its own SIGTERM handler (a stack
         # dump and abort).
@@ -199,6 +200,24 @@ class _StartupClock:
 
     def on_end(self) -> None:
         pass
+
+
+def _check_client_cpus(config: SimulationConfig) -> None:
+    """Refuse a ``client-cpus`` no node of the cluster could give an actor.
+
+    Flower's actor pool would stay empty and its first round wait forever.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    most = max((float(n["Resources"].get("CPU", 0)) for n in nodes), default=0.0)
+    if config.client_cpus > most:
+        total = sum(float(n["Resources"].get("CPU", 0)) for n in nodes)
+        raise ConfigError(
+            f"client-cpus = {config.client_cpus:g} is not valid: the Ray cluster has "
+            f"{total:g} CPUs, at most {most:g} on one node; use client-cpus <= "
+            f"{most:g} (e.g. 1)"
+        )
 
 
 def _ray_workers(config: SimulationConfig) -> int:
