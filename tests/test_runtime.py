@@ -602,7 +602,7 @@ def test_a_model_with_five_classes_is_not_a_fashion_mnist_client(
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import fedtflite.simulation.run as run_module
+    import fedtflite.orchestrator.simulate as run_module
     from fedtflite.cli import main
 
     path = custom["five_classes"]

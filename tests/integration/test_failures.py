@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from fedtflite.errors import RunFailedError
+from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import History, SimulationConfig, read_history, simulate
+from fedtflite.simulation import History, SimulationConfig, read_history
 from fedtflite.simulation.prepare import prepare_run
 from server.server_app import run_server
 
