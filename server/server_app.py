@@ -120,6 +120,9 @@ def run_server(
             cb.on_round(row)
     clock = [time.perf_counter()]
     checkpoint_path = run.run_dir / CHECKPOINT_FILE
+    workers_path = run.run_dir / "workers.csv"
+    # A resumed run keeps the rows of the rounds it goes on after.
+    earlier = _read_workers(workers_path, done) if ckpt is not None else []
 
     def central_evaluation(
         server_round: int, global_arrays: ArrayRecord
@@ -159,6 +162,8 @@ def run_server(
                 strategy_state(strategy),
             )
             save_checkpoint(checkpoint_path, state)
+        # Every round, so that a user can see (and kill) a worker mid-run.
+        _write_workers(workers_path, earlier, strategy.stats)
         return MetricRecord(
             {"test-loss": result.loss, "test-accuracy": result.accuracy}
         )
@@ -180,7 +185,7 @@ def run_server(
     finally:
         for cb in cbs:
             cb.on_end()
-        _write_workers(run.run_dir / "workers.csv", strategy.stats)
+        _write_workers(workers_path, earlier, strategy.stats)
     if not config.allow_failed_rounds:
         _check_rounds(rows, strategy.stats)
     return rows
@@ -215,14 +220,34 @@ def _check_rounds(rows: list[RoundRecord], stats: dict[int, RoundStats]) -> None
     )
 
 
-def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
-    with path.open("w", newline="") as f:
+_WORKER_COLUMNS = ["round", "worker", "clients", "tensorflow"]
+
+
+def _read_workers(path: Path, upto: int) -> list[list[str]]:
+    """``workers.csv``'s rows of rounds ``<= upto`` (none if it is unreadable)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError:
+        return []
+    if not rows or rows[0] != _WORKER_COLUMNS:
+        return []
+    return [r for r in rows[1:] if len(r) == 4 and r[0].isdigit() and int(r[0]) <= upto]
+
+
+def _write_workers(
+    path: Path, earlier: list[list[str]], stats: dict[int, RoundStats]
+) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["round", "worker", "clients", "tensorflow"])
+        w.writerow(_WORKER_COLUMNS)
+        w.writerows(earlier)
         for server_round, s in sorted(stats.items()):
             for worker, n in sorted(s.workers.items()):
                 tf = int(worker in s.workers_with_tensorflow)
                 w.writerow([server_round, worker, n, tf])
+    tmp.replace(path)  # whole: a user reading it mid-run never sees half a file
 
 
 @app.main()

@@ -602,7 +602,9 @@ def test_a_model_with_five_classes_is_not_a_fashion_mnist_client(
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import fedtflite.orchestrator.simulate as run_module
+    import importlib
+
+    run_module = importlib.import_module("fedtflite.orchestrator.simulate")
     from fedtflite.cli import main
 
     path = custom["five_classes"]

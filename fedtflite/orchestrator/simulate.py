@@ -55,6 +55,13 @@ def _load(component: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+WORKER_RESTARTS = 3
+"""Times Ray restarts one dead client worker (Flower's ClientAppActor) in a run,
+and retries the message it was running on the new process. A retried message
+computes exactly what the first try would have: a client's randomness comes from
+``(seed, round, client)`` and its stored state is versioned by round."""
+
+
 def start_ray(address: str, num_cpus: int | None = None) -> bool:
     """Start (or join, with ``address``) Ray for client workers without TensorFlow.
 
@@ -106,9 +113,11 @@ def _init_ray(address: str, num_cpus: int | None) -> None:
 
 @contextmanager
 def _quiet_flower() -> Iterator[None]:
+    """Flower's own logging off during a run: it logs a traceback for every
+    message a worker failed, which the ServerApp reports in one line per round."""
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)
+    flwr_logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -318,9 +327,13 @@ def _run_flower(
             client_app=client_app,
             num_supernodes=federation_size(run.config, _ray_workers(run.config)),
             backend_config={
+                # Flower passes these to the actors' .options(): a worker
+                # process that dies is restarted (see server.messaging).
                 "client_resources": {
                     "num_cpus": run.config.client_cpus,
                     "num_gpus": 0.0,
+                    "max_restarts": WORKER_RESTARTS,
+                    "max_task_retries": WORKER_RESTARTS,
                 },
                 "init_args": {},
             },

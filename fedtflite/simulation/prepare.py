@@ -239,6 +239,13 @@ def _prepare(
     validate_partition_spec(spec, len(data.train.labels))
     parts = cached_partition(data.train.labels, spec)
     timings["partition"] = time.perf_counter() - t
+    if config.fraction_evaluate and max(len(p) for p in parts) < 2:
+        # split_local_test keeps a client's only example for training.
+        _log.warning(
+            "no client holds a local test example (every client has fewer than 2 "
+            "examples): federated evaluation weighs every client 0 and "
+            "fed_eval_* stay NaN; use fewer num-clients or fraction-evaluate = 0"
+        )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:

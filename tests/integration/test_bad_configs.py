@@ -7,15 +7,17 @@ fails the test. The partition cases load the real Fashion-MNIST.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-import fedtflite.orchestrator.simulate as run_module
 from fedtflite.cli import main
 
 pytestmark = pytest.mark.integration
+# The module (the package's ``simulate`` attribute is the function).
+run_module = importlib.import_module("fedtflite.orchestrator.simulate")
 
 
 @pytest.fixture(autouse=True)
