@@ -27,7 +27,7 @@ from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
-from fedtflite.stop import check_stop, stop_on_signals
+from fedtflite.stop import stop_on_signals
 
 __all__ = [
     "CLIENT_APP",
@@ -189,8 +189,8 @@ def simulate(
         # After ray.init, whose driver installs its own SIGTERM handler (a stack
         # dump and abort).
         with stop_on_signals():
+            # A signal after the last round changes nothing: the run is complete.
             rows = _run_flower(run, [first, *(callbacks or [])], progress)
-            check_stop()  # a signal after the last round: still an interrupted run
     except RunInterruptedError as e:
         raise RunInterruptedError(e.signum, _resume_hint(e, run.run_dir)) from None
     finally:

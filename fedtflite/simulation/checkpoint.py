@@ -175,6 +175,17 @@ def check_resumable(
         )
 
 
+def _has_rounds(path: Path) -> bool:
+    """Whether ``path`` records a round (a run stopped before round 0 left its
+    header only: there is nothing to lose by starting over)."""
+    if not path.is_file():
+        return False
+    try:
+        return bool(read_history(path))
+    except (OSError, ValueError, TypeError):
+        return True  # unreadable: keep it, as a history with rounds
+
+
 def resume_point(
     run_dir: Path, config: Mapping[str, Any]
 ) -> tuple[Checkpoint | None, tuple[RoundRecord, ...]]:
@@ -205,7 +216,7 @@ def resume_point(
     path = run_dir / CHECKPOINT_FILE
     checkpoint = load_checkpoint(path)
     if checkpoint is None:
-        if (run_dir / "history.csv").is_file():
+        if _has_rounds(run_dir / "history.csv"):
             # Starting over would overwrite the rounds it has.
             raise CheckpointError(
                 f"{run_dir} has a history.csv but no {CHECKPOINT_FILE}: the run "

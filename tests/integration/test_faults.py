@@ -274,7 +274,14 @@ def test_sixty_thousand_one_example_clients_run_and_weigh_zero_in_evaluation(
 ) -> None:
     out = tmp_path / "run"
     proc = started(
-        _simulate(out, "num-rounds=1", "num-clients=60000", "partitioner=iid")
+        _simulate(
+            out,
+            "num-rounds=1",
+            "num-clients=60000",
+            "partitioner=iid",
+            "fraction-train=0.1",
+            "fraction-evaluate=0.1",
+        )
     )
     _, err = proc.communicate(timeout=900)
 
