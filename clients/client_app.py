@@ -35,6 +35,7 @@ from flwr.clientapp import ClientApp
 from clients.worker import ClientUpdate, Worker, get_worker
 from fedtflite.errors import FedTfliteError
 from fedtflite.protocol import keys
+from fedtflite.protocol.personalization import personalize_epochs, personalize_reply
 from fedtflite.protocol.replies import (
     ReplyStatus,
     TrainReplyEncoder,
@@ -170,3 +171,17 @@ def evaluate(msg: Message, context: Context) -> Message:
             correct += r.accuracy * r.num_examples
     content = evaluate_reply(run.status(), n_total, loss_sum, correct)
     return Message(content=content, reply_to=msg)
+
+
+@app.evaluate(keys.PERSONALIZE)
+def personalize(msg: Message, context: Context) -> Message:
+    """After the last round: each client of the cohort fine-tunes the global
+    model on its own data, evaluated before and after
+    (:mod:`fedtflite.protocol.personalization`)."""
+    worker, config, cohort, global_weights = _setup(msg)
+    epochs = personalize_epochs(config)
+    run = _Cohort(cohort)
+    results = [
+        r for _, r in run.run(lambda c: worker.personalize(c, global_weights, epochs))
+    ]
+    return Message(content=personalize_reply(run.status(), results), reply_to=msg)

@@ -21,6 +21,7 @@ from fedtflite.errors import (
     RunFailedError,
     RunInterruptedError,
 )
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE
 
 __all__ = ["EXIT_FAILED_RUN", "EXIT_REFUSED", "main"]
 
@@ -65,7 +66,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
         architecture=args.model,
         optimizer=OptimizerSpec(
             name=args.optimizer or "sgd",
-            learning_rate=(0.01 if args.learning_rate is None else args.learning_rate),
+            learning_rate=(
+                DEFAULT_LEARNING_RATE
+                if args.learning_rate is None
+                else args.learning_rate
+            ),
             momentum=args.momentum or 0.0,
             weight_decay=args.weight_decay or 0.0,
         ),
@@ -204,19 +209,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from fedtflite.orchestrator import simulate
     from fedtflite.simulation import load_config
+    from fedtflite.simulation.prepare import run_directory
 
     # fedtflite's own lines at INFO; other libraries' (alembic, Ray...) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("fedtflite").setLevel(logging.INFO)
     path = args.config if args.config else DEFAULT_CONFIG
     config = load_config(path, args.set)
-    if args.resume and args.out is None:
-        raise ConfigError("--resume needs --out, the run directory to go on from")
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
+    run_dir = run_directory(
+        args.out, args.resume, resume_name="--resume", run_dir_name="--out"
+    )
     history = simulate(
         config,
-        args.out,
+        run_dir,
         progress=not args.no_progress,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -329,6 +336,73 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_personalize(args: argparse.Namespace) -> int:
+    from fedtflite.data import load_train_uint8
+    from fedtflite.data.partition_file import load_partition
+    from fedtflite.export import load_finished_run
+    from fedtflite.personalization import (
+        CSV_FILE,
+        PLOT_FILE,
+        choose_clients,
+        personalize_offline,
+        plot_personalization,
+        plot_title,
+        summarize,
+        summary_line,
+        write_personalization,
+    )
+    from fedtflite.runtime import ClientModel
+    from fedtflite.simulation.config import load_run_config
+
+    if args.epochs < 1 or args.clients < 0:
+        raise ConfigError(
+            f"--epochs {args.epochs} --clients {args.clients}: expected epochs >= 1 "
+            "and clients >= 0 (0: every client)"
+        )
+    run = load_finished_run(args.run_dir)
+    config = load_run_config(run.run_dir)
+    model = ClientModel(run.model_bytes)
+    try:
+        parts = load_partition(run.run_dir / "partition.npz", config.partition_spec())
+    except OSError as e:
+        raise ConfigError(f"{run.run_dir}/partition.npz: {e.strerror}") from None
+    images, labels = load_train_uint8(config.data_dir or None)
+    clients = choose_clients(config.num_clients, args.clients, config.seed)
+    results = personalize_offline(
+        model,
+        run.weights,
+        parts,
+        images,
+        labels,
+        clients,
+        client_test_fraction=config.client_test_fraction,
+        seed=config.seed,
+        epochs=args.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
+    )
+    out: Path = args.out or run.run_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_personalization(results, out / CSV_FILE)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
+    plot_personalization(
+        results,
+        out / PLOT_FILE,
+        plot_title(
+            config.model,
+            config.strategy,
+            config.partitioner,
+            config.alpha,
+            args.epochs,
+        ),
+    )
+    print(summary_line(summarize(results), args.epochs))
+    print(f"wrote {out / CSV_FILE} and {out / PLOT_FILE}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from fedtflite.data import download_fashion_mnist, find_data_dir, load_fashion_mnist
 
@@ -366,7 +440,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--out", required=True, type=Path, help="output .tflite path")
     b.add_argument("--optimizer", default=None, help="sgd (default) or adam")
-    b.add_argument("--learning-rate", type=float, default=None, help="default 0.01")
+    b.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"default {DEFAULT_LEARNING_RATE}",
+    )
     b.add_argument("--momentum", type=float, default=None, help="SGD momentum")
     b.add_argument(
         "--weight-decay", type=float, default=None, help="L2 on the gradient"
@@ -405,7 +484,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--learning-rate", type=float, default=0.05)
+    t.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data-dir", type=Path, default=None)
     t.add_argument("--save", type=Path, default=None, help="write final weights (.npz)")
@@ -496,6 +575,27 @@ def _parser() -> argparse.ArgumentParser:
         "--report", type=Path, default=None, help="also write the table (Markdown)"
     )
     e.set_defaults(func=_cmd_export)
+
+    z = sub.add_parser(
+        "personalize",
+        help="fine-tune a finished run's global model on each client's own data "
+        "and compare (personalization.csv/.png)",
+    )
+    z.add_argument("run_dir", type=Path, help="a finished run directory")
+    z.add_argument("--epochs", type=int, required=True, help="local epochs (>= 1)")
+    z.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="how many clients, drawn with the run's seed (default 0: every client)",
+    )
+    z.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where personalization.csv/.png go (default: the run directory)",
+    )
+    z.set_defaults(func=_cmd_personalize)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])

@@ -15,7 +15,8 @@ changes how a round's clients are *reached*, never how they are aggregated:
   (:func:`~fedtflite.algorithms.sampling.split_cohorts`), one message per cohort
   to the federation's nodes in turn. Each reply is unpacked into what Flower's
   strategy expects (:mod:`fedtflite.protocol.keys`): one reply per client,
-  or for strategies in :data:`~fedtflite.algorithms.sampling.PRE_AGGREGATED` one
+  or for strategies whose spec says ``pre_aggregated``
+  (:mod:`fedtflite.simulation.strategy_registry`) one
   pre-aggregated reply per cohort weighted by its examples (the same weighted
   mean), and one error reply per failed client.
 
@@ -52,7 +53,7 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
-from fedtflite.algorithms.sampling import sample_clients, split_cohorts
+from fedtflite.algorithms.sampling import Phase, sample_clients, split_cohorts
 from fedtflite.errors import RunFailedError
 from fedtflite.protocol import keys
 from fedtflite.protocol.replies import decode_reply, message_config
@@ -61,7 +62,6 @@ from fedtflite.stop import check_stop
 __all__ = ["CohortSampling", "RoundStats"]
 
 _log = logging.getLogger("fedtflite")
-_TRAIN, _EVALUATE = 0, 1
 NODE_TIMEOUT = 300.0
 """Seconds a round waits for the first Flower node to connect."""
 
@@ -83,8 +83,6 @@ class RoundStats:
     messages: int = 0
     compute_seconds: float = 0.0
     train_metrics: dict[str, float] = field(default_factory=dict)
-    eval_clients: int = 0
-    eval_failed: int = 0
     eval_metrics: dict[str, float] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
     workers_with_tensorflow: set[str] = field(default_factory=set)
@@ -139,7 +137,7 @@ class CohortSampling:
     """Mixin placed before a Flower strategy class (see the module docstring).
 
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
-    ``num_clients``, ``cohort_size`` (0 = one cohort per node), ``per_client``
+    ``num_clients``, ``clients_per_message`` (0 = one message per node), ``per_client``
     (reply every client's update instead of a pre-aggregated cohort), ``stats``.
     ``round_offset`` (set by a resumed run) is added to the round numbers Flower's
     loop passes in, so that round ``k`` of a run resumed after round ``r`` is
@@ -148,7 +146,7 @@ class CohortSampling:
 
     seed: int
     num_clients: int
-    cohort_size: int
+    clients_per_message: int
     per_client: bool
     stats: dict[int, RoundStats]
     round_offset: int = 0
@@ -164,7 +162,7 @@ class CohortSampling:
         template: Sequence[Message],
         server_round: int,
         grid: Grid,
-        phase: int,
+        phase: Phase,
     ) -> list[Message]:
         if not template:
             return []
@@ -176,7 +174,7 @@ class CohortSampling:
         message_type = template[0].metadata.message_type
         out = []
         for k, cohort in enumerate(
-            split_cohorts(chosen.tolist(), self.cohort_size, len(nodes))
+            split_cohorts(chosen.tolist(), self.clients_per_message, len(nodes))
         ):
             config = message_config(
                 content.config_records[keys.CONFIG], cohort, self.per_client
@@ -193,16 +191,14 @@ class CohortSampling:
         return out
 
     def _send(
-        self, template: Iterable[Message], server_round: int, grid: Grid, phase: int
+        self, template: Iterable[Message], server_round: int, grid: Grid, phase: Phase
     ) -> list[Message]:
         """Flower's messages (one per sampled client) as cohort messages, counted."""
         template = list(template)
         out = self._cohort_messages(template, server_round, grid, phase)
         s = self._round(server_round)
-        if phase == _TRAIN:
+        if phase is Phase.TRAIN:
             s.clients_sampled = len(template)
-        else:
-            s.eval_clients = len(template)
         s.messages += len(out)
         if template:
             s.bytes_down += len(template) * _record_bytes(template[0].content)
@@ -216,7 +212,7 @@ class CohortSampling:
         self._dtypes = {k: a.numpy().dtype for k, a in arrays.items()}
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_train(server_round, arrays, config, virtual)  # type: ignore[misc]
-        return self._send(flower, server_round, grid, _TRAIN)
+        return self._send(flower, server_round, grid, Phase.TRAIN)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -225,7 +221,7 @@ class CohortSampling:
         server_round += self.round_offset
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_evaluate(server_round, arrays, config, virtual)  # type: ignore[misc]
-        return self._send(flower, server_round, grid, _EVALUATE)
+        return self._send(flower, server_round, grid, Phase.EVALUATE)
 
     def _unpack(
         self, replies: Iterable[Message], s: RoundStats, *, train: bool
@@ -304,8 +300,7 @@ class CohortSampling:
         """Flower's aggregate_evaluate on the unpacked replies with test examples."""
         server_round += self.round_offset
         s = self._round(server_round)
-        unpacked, ok = self._unpack(replies, s, train=False)
-        s.eval_failed = s.eval_clients - ok
+        unpacked, _ = self._unpack(replies, s, train=False)
         # A cohort whose clients hold no test example has weight 0; Flower's
         # weighted mean would divide by a zero total.
         weighted = [

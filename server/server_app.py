@@ -19,7 +19,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
-from fedtflite.errors import ConfigError, RunFailedError
+from fedtflite.errors import RunFailedError
+from fedtflite.files import atomic_path
+from fedtflite.report import write_csv
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
     CHECKPOINT_FILE,
@@ -34,8 +36,9 @@ from fedtflite.simulation.history import (
     RoundCallback,
     RoundRecord,
 )
-from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 from server.grid import StoppableGrid
+from server.personalize import personalize_run
 from server.strategies import (
     RoundStats,
     load_strategy_state,
@@ -173,15 +176,19 @@ def run_server(
         # round of cohorts takes tens of milliseconds.
         grid.pull_interval = 0.005
     train_config = ConfigRecord(run.settings.to_config())
+    grid = StoppableGrid(grid)  # a SIGINT ends the run between two polls
     try:
-        strategy.start(
-            grid=StoppableGrid(grid),
+        result = strategy.start(
+            grid=grid,
             initial_arrays=arrays,
             num_rounds=config.num_rounds - done,
             train_config=train_config,
             evaluate_config=ConfigRecord(run.settings.to_config()),
             evaluate_fn=central_evaluation,
         )
+        if config.personalize_epochs:
+            final = [result.arrays[n].numpy() for n in names]
+            personalize_run(grid, run, names, final)
     finally:
         for cb in cbs:
             cb.on_end()
@@ -238,16 +245,20 @@ def _read_workers(path: Path, upto: int) -> list[list[str]]:
 def _write_workers(
     path: Path, earlier: list[list[str]], stats: dict[int, RoundStats]
 ) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(_WORKER_COLUMNS)
-        w.writerows(earlier)
-        for server_round, s in sorted(stats.items()):
-            for worker, n in sorted(s.workers.items()):
-                tf = int(worker in s.workers_with_tensorflow)
-                w.writerow([server_round, worker, n, tf])
-    tmp.replace(path)  # whole: a user reading it mid-run never sees half a file
+    # Whole: a user reading it mid-run (for a worker's pid) never sees half a file.
+    with atomic_path(path) as tmp:
+        write_csv(
+            tmp,
+            _WORKER_COLUMNS,
+            [
+                *earlier,
+                *(
+                    [server_round, worker, n, int(worker in s.workers_with_tensorflow)]
+                    for server_round, s in sorted(stats.items())
+                    for worker, n in sorted(s.workers.items())
+                ),
+            ],
+        )
 
 
 @app.main()
@@ -263,14 +274,10 @@ def main(grid: Grid, context: Context) -> None:
     resume = bool(values.pop("resume", False))
     overwrite = bool(values.pop("overwrite", False))
     config = config_from_mapping(values)
-    if resume and not run_dir:
-        raise ConfigError("resume = true needs run-dir, the run to go on from")
-    run = prepare_run(
-        config,
-        Path(run_dir) if run_dir else default_run_dir(),
-        resume=resume,
-        overwrite=overwrite,
+    directory = run_directory(
+        run_dir, resume, resume_name="resume = true", run_dir_name="run-dir"
     )
+    run = prepare_run(config, directory, resume=resume, overwrite=overwrite)
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
         run_server(grid, run)

@@ -191,3 +191,58 @@ def test_int8_inference_file_is_integer_and_agrees_with_float(
     interpreter = Interpreter(model_content=int8)
     kinds = {d["dtype"].__name__ for d in interpreter.get_tensor_details()}
     assert "int8" in kinds and list(interpreter.get_signature_list()) == ["infer"]
+
+
+def _agrees(trainable: ClientModel, inference: bytes, data: FashionMnist) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = data.test.images[:64]
+    runner = Interpreter(model_content=inference).get_signature_runner("infer")
+    shape = runner.get_input_details()["x"]["shape_signature"]
+    got = runner(x=x.reshape((64, *shape[1:])))
+    key = trainable.contract.infer_output
+    np.testing.assert_allclose(got[key], trainable.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_cnn_inference_rebuild_computes_the_trainable_infer(data: FashionMnist) -> None:
+    cnn = ClientModel(cached_model(ModelSpec("cnn")))
+    cnn.fit(
+        data.train.images[:256],
+        data.train.labels[:256],
+        epochs=1,
+        batch_size=32,
+        rng=np.random.default_rng(0),
+    )
+    _agrees(cnn, inference_model("cnn", cnn.parameters()), data)
+
+
+def test_keras_model_inference_rebuild_keeps_batch_norm_state(
+    data: FashionMnist, tmp_path: Path
+) -> None:
+    import keras
+
+    from fedtflite.models.build import from_keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    path = tmp_path / "mine.keras"
+    model.save(path)
+    trainable = ClientModel(from_keras(path))
+    trainable.fit(  # moves the weights and the moving statistics away from init
+        data.train.images[:256],
+        data.train.labels[:256],
+        epochs=1,
+        batch_size=32,
+        rng=np.random.default_rng(0),
+    )
+    _agrees(trainable, inference_model(str(path), trainable.parameters()), data)

@@ -753,3 +753,38 @@ def test_non_finite_weight_is_named(mlp_bytes: bytes) -> None:
     assert np.isnan(model.parameters()[2][3, 4])  # unchecked by default
     with pytest.raises(NonFiniteError, match="parameter a2 holds 1 non-finite value"):
         model.parameters(check_finite=True)
+
+
+def test_finite_weights_whose_sum_overflows_pass_the_check(mlp_bytes: bytes) -> None:
+    model = ClientModel(mlp_bytes)
+    weights = model.parameters()
+    weights[0][:2] = 3e38  # finite, but their float32 sum is inf
+    model.restore(weights)
+    assert not np.isfinite(model.parameters()[0].sum())
+    assert np.array_equal(model.parameters(check_finite=True)[0], weights[0])
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_batch_buffers_reused_across_clients_leave_nothing_behind(
+    model_name: str, mlp_bytes: bytes, cnn_bytes: bytes, data: FashionMnist
+) -> None:
+    # A client with full batches, then one whose last batch is partial (the cnn
+    # pads it with zeros and masks it): the reused input buffers must hold only
+    # the second client's rows, exactly as on a fresh model.
+    model_bytes = {"mlp": mlp_bytes, "cnn": cnn_bytes}[model_name]
+    x, y = data.train.images, data.train.labels
+    shared = ClientModel(model_bytes)
+    initial = shared.parameters()
+    shared.fit(x[:64], y[:64], epochs=1, batch_size=32, rng=np.random.default_rng(0))
+
+    def second(model: ClientModel) -> tuple[float, Weights]:
+        model.restore(initial)
+        fit = model.fit(
+            x[64:109], y[64:109], epochs=2, batch_size=32, rng=np.random.default_rng(1)
+        )
+        return fit.loss, model.parameters()
+
+    loss_shared, after_shared = second(shared)
+    loss_fresh, after_fresh = second(ClientModel(model_bytes))
+    assert loss_shared == loss_fresh
+    assert _same(after_shared, after_fresh)

@@ -13,6 +13,7 @@ are grouped.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 from collections.abc import Sequence
@@ -20,21 +21,19 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "PRE_AGGREGATED",
+    "Phase",
     "WeightedMean",
     "flower_sample_size",
     "sample_clients",
     "split_cohorts",
 ]
 
-PRE_AGGREGATED = frozenset(
-    {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
-)
-"""Strategies whose ``aggregate_train`` is Flower's example-weighted mean of the
-replies (FedAvgM and the FedOpt family then apply a server optimizer to it), so a
-cohort's weighted mean with its summed weight aggregates exactly like its
-clients' individual replies. The others (median, trimmed mean, Krum, q-FFL,
-SCAFFOLD) get one update per client."""
+
+class Phase(enum.IntEnum):
+    """What a round's sample is for; its value seeds the sample's stream."""
+
+    TRAIN = 0
+    EVALUATE = 1
 
 
 def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:
@@ -50,13 +49,12 @@ def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:
 
 
 def sample_clients(
-    seed: int, server_round: int, phase: int, num_clients: int, k: int
+    seed: int, server_round: int, phase: Phase, num_clients: int, k: int
 ) -> np.ndarray:
     """``k`` distinct client ids drawn uniformly from ``0..num_clients-1``, sorted.
 
     The stream is ``numpy.random.default_rng([seed, server_round, phase])``, so a
-    round's sample depends on the seed, the round and the phase (0 = train,
-    1 = evaluate) only.
+    round's sample depends on the seed, the round and the :class:`Phase` only.
 
     Raises
     ------
@@ -65,7 +63,7 @@ def sample_clients(
     """
     if not 0 <= k <= num_clients:
         raise ValueError(f"cannot sample {k} of {num_clients} clients")
-    rng = np.random.default_rng([seed, server_round, phase])
+    rng = np.random.default_rng([seed, server_round, int(phase)])
     return np.sort(rng.choice(num_clients, size=k, replace=False))
 
 
@@ -111,6 +109,7 @@ class WeightedMean:
 
     def __init__(self) -> None:
         self._sum: list[np.ndarray] | None = None
+        self._scaled: list[np.ndarray] = []  # w_i * arrays_i, reused per client
         self._dtypes: list[np.dtype[np.generic]] = []
         self.total_weight = 0.0
         self.count = 0
@@ -121,12 +120,14 @@ class WeightedMean:
             # np.array copies; 0-d arrays stay arrays, so += below updates them
             # in place (an array times a float would be a numpy scalar).
             self._sum = [np.array(a) for a in arrays]
+            self._scaled = [np.empty_like(acc) for acc in self._sum]
             self._dtypes = [acc.dtype for acc in self._sum]
             for acc in self._sum:
                 acc *= acc.dtype.type(weight)
         else:
-            for acc, a in zip(self._sum, arrays, strict=True):
-                np.add(acc, a * acc.dtype.type(weight), out=acc)
+            for acc, tmp, a in zip(self._sum, self._scaled, arrays, strict=True):
+                np.multiply(a, acc.dtype.type(weight), out=tmp)
+                np.add(acc, tmp, out=acc)
         self.total_weight += weight
         self.count += 1
 

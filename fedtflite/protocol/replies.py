@@ -159,11 +159,9 @@ class TrainReplyEncoder:
         self.names = list(names)
         self.per_client = per_client
         self._content = RecordDict()
-        self._mean, self._loss, self._seconds = (
-            WeightedMean(),
-            WeightedMean(),
-            WeightedMean(),
-        )
+        self._mean = WeightedMean()
+        # example-weighted sums of the scalars, in float64 like a 0-d WeightedMean
+        self._loss = self._seconds = 0.0
 
     def add(
         self,
@@ -178,8 +176,8 @@ class TrainReplyEncoder:
         only: its strategy is never pre-aggregated)."""
         if not self.per_client:
             self._mean.add(weights, num_examples)
-            self._loss.add([np.array(loss)], num_examples)
-            self._seconds.add([np.array(seconds)], num_examples)
+            self._loss += loss * num_examples
+            self._seconds += seconds * num_examples
             return
         arrays = {n: Array(w) for n, w in zip(self.names, weights, strict=True)}
         if control_delta is not None:
@@ -204,8 +202,8 @@ class TrainReplyEncoder:
             content[keys.METRICS] = MetricRecord(
                 {
                     keys.NUM_EXAMPLES: int(self._mean.total_weight),
-                    keys.TRAIN_LOSS: float(self._loss.mean()[0]),
-                    keys.COMPUTE_SECONDS: float(self._seconds.mean()[0]),
+                    keys.TRAIN_LOSS: self._loss / self._mean.total_weight,
+                    keys.COMPUTE_SECONDS: self._seconds / self._mean.total_weight,
                 }
             )
         content[keys.STATUS] = status.to_record()

@@ -15,7 +15,6 @@ while writing it keeps the previous round's checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,8 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.errors import CheckpointError
+from fedtflite.files import atomic_path
+from fedtflite.simulation.config import SimulationConfig, upgrade_run_config
 from fedtflite.simulation.history import RoundRecord, read_history
+from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -45,15 +48,15 @@ EXECUTION_KEYS = frozenset(
         "num-rounds",
         "ray-address",
         "client-cpus",
-        "cohort-size",
+        "clients-per-message",
         "data-dir",
         "allow-failed-rounds",
     }
 )
 """Config keys a resumed run may change: where and how long it runs, and whether
-failed rounds fail it, not what it computes (``cohort-size`` and ``client-cpus``
-regroup clients into messages, which changes only the order of the float32 sums
-of pre-aggregation)."""
+failed rounds fail it, not what it computes (``clients-per-message`` and
+``client-cpus`` regroup clients into messages, which changes only the order of
+the float32 sums of pre-aggregation)."""
 
 _WEIGHTS, _STATE, _META = "w/", "s/", "meta"
 
@@ -95,9 +98,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "state": {attr: list(v) for attr, v in checkpoint.strategy_state.items()},
     }
     arrays[_META] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
 
 
 def load_checkpoint(path: Path) -> Checkpoint | None:
@@ -118,7 +120,8 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
                 attr: {k: f[f"{_STATE}{attr}/{k}"] for k in keys}
                 for attr, keys in meta["state"].items()
             }
-            return Checkpoint(int(meta["round"]), dict(meta["config"]), weights, state)
+            config = upgrade_run_config(meta["config"])  # written by older versions too
+            return Checkpoint(int(meta["round"]), config, weights, state)
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
         raise CheckpointError(
             f"{path}: not a readable fedtflite checkpoint ({type(e).__name__}: {e}); "
@@ -147,15 +150,19 @@ def check_resumable(
         A key other than :data:`EXECUTION_KEYS` differs, the run already has
         ``num-rounds`` rounds, or the history ends before the checkpoint.
     """
+    # A key added since the checkpoint was written ran at its default (a new
+    # key's default is the behaviour from before it existed).
+    defaults = SimulationConfig().to_mapping()
+    there = {**defaults, **checkpoint.config}
+    now = {**defaults, **config}
     changed = sorted(
         k
-        for k in set(config) | set(checkpoint.config)
-        if k not in EXECUTION_KEYS and config.get(k) != checkpoint.config.get(k)
+        for k in set(now) | set(there)
+        if k not in EXECUTION_KEYS and now.get(k) != there.get(k)
     )
     if changed:
         diffs = ", ".join(
-            f"{k} = {checkpoint.config.get(k)!r} there, {config.get(k)!r} now"
-            for k in changed[:3]
+            f"{k} = {there.get(k)!r} there, {now.get(k)!r} now" for k in changed[:3]
         )
         raise CheckpointError(
             f"{path} was written by another config ({diffs}); resume with the same "
@@ -232,15 +239,20 @@ def resume_point(
             "checkpoint to start from round 0"
         ) from None
     check_resumable(checkpoint, config, len(rows), path)
-    state_dir = run_dir / "client_state"
+    state = ClientStateStore.of_run(run_dir)
     if (
-        config.get("strategy") == "scaffold"
+        _keeps_client_state(config.get("strategy"))
         and checkpoint.round > 0
-        and not any(state_dir.glob("client_*.npz"))
+        and state.is_empty()
     ):
         raise CheckpointError(
             f"{path} is at round {checkpoint.round} of a SCAFFOLD run but "
-            f"{state_dir} holds no client state (c_i); copy it back or start the "
+            f"{state.directory} holds no client state (c_i); copy it back or start the "
             "run from round 0 (without resume)"
         )
     return checkpoint, tuple(rows[: checkpoint.round + 1])
+
+
+def _keeps_client_state(strategy: object) -> bool:
+    spec = STRATEGIES.get(strategy) if isinstance(strategy, str) else None
+    return spec is not None and spec.client_state

@@ -20,6 +20,8 @@ from typing import Any
 from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE, OPTIMIZERS
+from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
     "PARTITIONERS",
@@ -28,22 +30,11 @@ __all__ = [
     "config_from_mapping",
     "config_to_toml",
     "load_config",
+    "load_run_config",
     "parse_overrides",
+    "upgrade_run_config",
 ]
 
-STRATEGIES = (
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "qfedavg",
-    "scaffold",
-)
 PARTITIONERS = PARTITION_KINDS
 
 
@@ -96,6 +87,14 @@ class SimulationConfig:
         ``dirichlet``: resample until every client has at least this many.
     client_test_fraction : float
         Share of each client's examples kept as its local test split.
+    personalize_epochs : int
+        After the last round, each chosen client fine-tunes the global model
+        this many local epochs and is evaluated before and after on its local
+        test split (``personalize-epochs``; 0, the default, turns it off). See
+        :mod:`fedtflite.personalization`.
+    personalize_clients : int
+        How many clients personalize, drawn with ``seed``
+        (``personalize-clients``; 0, the default: every client).
     strategy : str
         One of :data:`STRATEGIES`: Flower's own implementations, and
         ``scaffold`` (:mod:`server.scaffold`; Flower ships none).
@@ -117,8 +116,9 @@ class SimulationConfig:
         "" starts a local Ray; "auto" or "host:port" joins a cluster.
     client_cpus : float
         CPUs per Flower client actor (``client-cpus``); 1 = one actor per core.
-    cohort_size : int
-        Most simulated clients per Flower message (``cohort-size``); 0 (the
+    clients_per_message : int
+        Most simulated clients per Flower message (``clients-per-message``; was
+        ``cohort-size``); 0 (the
         default) splits each round's clients evenly over the workers, 1 sends
         one message per client. See :mod:`fedtflite.algorithms.sampling`.
     data_dir : str
@@ -141,7 +141,7 @@ class SimulationConfig:
     min_evaluate_clients: int = 2
     local_epochs: int = 1
     batch_size: int = 32
-    learning_rate: float = 0.05
+    learning_rate: float = DEFAULT_LEARNING_RATE
     model: str = "mlp"
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -153,6 +153,8 @@ class SimulationConfig:
     shards_per_client: int = 2
     min_partition_size: int = 10
     client_test_fraction: float = 0.2
+    personalize_epochs: int = 0
+    personalize_clients: int = 0
     strategy: str = "fedavg"
     server_learning_rate: float = 1.0
     server_momentum: float = 0.9
@@ -168,7 +170,7 @@ class SimulationConfig:
     seed: int = 0
     ray_address: str = ""
     client_cpus: float = 1.0
-    cohort_size: int = 0
+    clients_per_message: int = 0
     data_dir: str = ""
     allow_failed_rounds: bool = False
 
@@ -239,10 +241,24 @@ def _validate(c: SimulationConfig) -> None:
             f"expected 1..num-clients ({c.num_clients})",
         )
     _check(c.local_epochs >= 1, "local-epochs", c.local_epochs, "expected >= 1")
+    for key, v in (
+        ("personalize-epochs", c.personalize_epochs),
+        ("personalize-clients", c.personalize_clients),
+    ):
+        _check(v >= 0, key, v, "expected >= 0 (0: off / every client)")
+    _check(
+        c.personalize_clients <= c.num_clients,
+        "personalize-clients",
+        c.personalize_clients,
+        f"expected at most num-clients = {c.num_clients} (0: every client)",
+    )
     _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
     _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
     _check(
-        c.optimizer in ("sgd", "adam"), "optimizer", c.optimizer, "expected sgd or adam"
+        c.optimizer in OPTIMIZERS,
+        "optimizer",
+        c.optimizer,
+        f"expected {' or '.join(OPTIMIZERS)}",
     )
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
     _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")
@@ -311,7 +327,12 @@ def _validate(c: SimulationConfig) -> None:
     _check(c.q >= 0, "q", c.q, "expected >= 0 (0 is FedAvg's objective)")
     _check(0 <= c.seed < 2**32, "seed", c.seed, f"expected 0..{2**32 - 1}")
     _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
-    _check(c.cohort_size >= 0, "cohort-size", c.cohort_size, "expected >= 0")
+    _check(
+        c.clients_per_message >= 0,
+        "clients-per-message",
+        c.clients_per_message,
+        "expected >= 0",
+    )
     _check(
         c.fraction_evaluate == 0 or c.client_test_fraction > 0,
         "fraction-evaluate",
@@ -326,6 +347,17 @@ def _validate(c: SimulationConfig) -> None:
         _check(0 <= v < 1, key, v, "expected in [0, 1)")
 
 
+RENAMED_KEYS = {"cohort-size": "clients-per-message"}
+"""Keys renamed since a release: a config that uses the old name is refused with
+a hint; a run directory written before (its checkpoint, its ``config.toml``) is
+read with :func:`upgrade_run_config`."""
+
+
+def upgrade_run_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config a run directory holds, with renamed keys under their new names."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in values.items()}
+
+
 def config_from_mapping(
     values: Mapping[str, Any], base: SimulationConfig | None = None
 ) -> SimulationConfig:
@@ -338,6 +370,11 @@ def config_from_mapping(
     """
     changes = {}
     for key, value in values.items():
+        if key in RENAMED_KEYS:
+            raise ConfigError(
+                f"config key {key!r} is now {RENAMED_KEYS[key]!r} (same meaning); "
+                "rename it"
+            )
         if key not in _FIELDS:
             close = difflib.get_close_matches(key, _FIELDS, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -373,33 +410,47 @@ def load_config(
     ConfigError
         Missing/unreadable file, bad TOML, unknown key or bad value.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            values = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found") from None
-        except IsADirectoryError:
-            raise ConfigError(
-                f"{p}: is a directory; expected a TOML config file"
-            ) from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(
-                f"{p}: not a text file (byte {e.start} is not UTF-8); expected a "
-                "TOML config file"
-            ) from None
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read the config ({e.strerror})") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
-        nested = [k for k, v in values.items() if isinstance(v, dict)]
-        if nested:
-            raise ConfigError(
-                f"{p}: tables {nested} are not allowed; use flat kebab-case keys"
-            )
+    values = _read_toml(Path(path)) if path is not None else {}
     values.update(parse_overrides(overrides))
     return config_from_mapping(values)
+
+
+def load_run_config(run_dir: str | Path) -> SimulationConfig:
+    """The config of a run directory (its ``config.toml``), written by this or an
+    older version (renamed keys are read under their new names).
+
+    Raises
+    ------
+    ConfigError
+        Missing/unreadable file, bad TOML, unknown key or bad value.
+    """
+    return config_from_mapping(
+        upgrade_run_config(_read_toml(Path(run_dir) / "config.toml"))
+    )
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    try:
+        values = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; expected a TOML config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not a text file (byte {e.start} is not UTF-8); expected a "
+            "TOML config file"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    nested = [k for k, v in values.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(
+            f"{p}: tables {nested} are not allowed; use flat kebab-case keys"
+        )
+    return values
 
 
 def config_to_toml(config: SimulationConfig) -> str:

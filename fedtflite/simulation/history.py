@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from fedtflite.report import figure, save_figure
+
 __all__ = [
     "TIME_COLUMNS",
     "AccuracyPlot",
@@ -155,13 +157,9 @@ class AccuracyPlot:
         self.rows.append(record)
 
     def on_end(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         r = [row.round for row in self.rows]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        fig = figure(10, 4)
+        ax1, ax2 = fig.subplots(1, 2)
         ax1.plot(
             r, [row.test_accuracy for row in self.rows], "o-", label="central test"
         )
@@ -176,10 +174,7 @@ class AccuracyPlot:
         ax2.set(xlabel="round", ylabel="cross-entropy", title="loss")
         ax2.grid(alpha=0.3)
         ax2.legend()
-        fig.suptitle(self.title)
-        fig.tight_layout()
-        fig.savefig(self.path, dpi=100)
-        plt.close(fig)
+        save_figure(fig, self.path, self.title)
 
 
 class ProgressBar:

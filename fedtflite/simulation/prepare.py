@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.data import (
     CLASS_NAMES,
     load_fashion_mnist,
@@ -34,6 +34,7 @@ from fedtflite.runtime import ClientModel
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
 from fedtflite.simulation.history import RoundRecord
+from fedtflite.simulation.strategy_registry import strategy_spec
 
 __all__ = ["PreparedRun", "default_run_dir", "prepare_run", "resolve_model"]
 
@@ -92,6 +93,32 @@ class PreparedRun:
         self.close()
 
 
+def run_directory(
+    run_dir: str | Path | None,
+    resume: bool,
+    *,
+    resume_name: str = "resume",
+    run_dir_name: str = "run_dir",
+) -> Path:
+    """The run directory to use: ``run_dir``, or a new :func:`default_run_dir`.
+
+    ``resume_name`` and ``run_dir_name`` are what the caller's interface calls
+    the two (``--resume`` / ``--out`` on the command line).
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` without a ``run_dir`` to go on from.
+    """
+    if run_dir:
+        return Path(run_dir)
+    if resume:
+        raise ConfigError(
+            f"{resume_name} needs {run_dir_name}, the run directory to go on from"
+        )
+    return default_run_dir()
+
+
 def default_run_dir(root: Path = Path("runs")) -> Path:
     """``runs/<YYYYmmdd-HHMMSS>``, made unique with a suffix if it exists."""
     base = root / time.strftime("%Y%m%d-%H%M%S")
@@ -107,6 +134,7 @@ def resolve_model(config: SimulationConfig) -> bytes:
 
     Built models are cached on disk (TensorFlow is imported on a cache miss only).
     """
+    proximal, scaffold = _build_flags(config)
     if config.model in ARCHITECTURES:
         spec = ModelSpec(
             architecture=config.model,
@@ -123,8 +151,8 @@ def resolve_model(config: SimulationConfig) -> bytes:
                 if ARCHITECTURES[config.model].needs_static_batch
                 else None
             ),
-            proximal=config.strategy == "fedprox",
-            scaffold=config.strategy == "scaffold",
+            proximal=proximal,
+            scaffold=scaffold,
         )
         return cached_model(spec)
     path = Path(config.model)
@@ -137,32 +165,34 @@ def resolve_model(config: SimulationConfig) -> bytes:
         return cached_keras_model(
             path,
             batch_size=config.batch_size,
-            proximal=config.strategy == "fedprox",
-            scaffold=config.strategy == "scaffold",
+            proximal=proximal,
+            scaffold=scaffold,
         )
     return path.read_bytes()
 
 
-_ON_DEVICE = {
-    "fedprox": ("set_proximal_mu", "--proximal"),
-    "scaffold": ("set_correction", "--scaffold"),
-}
+def _build_flags(config: SimulationConfig) -> tuple[bool, bool]:
+    """``proximal`` and ``scaffold`` of the model build, from the strategy's spec."""
+    flag = strategy_spec(config.strategy).build_flag
+    return flag == "proximal", flag == "scaffold"
 
 
 def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) -> None:
     """FedProx and SCAFFOLD run inside the model: it needs their signatures."""
-    if config.strategy not in _ON_DEVICE:
+    spec = strategy_spec(config.strategy)
+    signature = spec.device_signature
+    if signature is None:
         return
-    signature, flag = _ON_DEVICE[config.strategy]
     if signature not in model.contract.extra_signatures:
         raise ConfigError(
             f"strategy = {config.strategy!r} runs on the device and needs a model "
             f"with a {signature} signature; {config.model} has none: use a named "
-            f"model or a .keras file, or build one with `fedtflite build ... {flag}`"
+            "model or a .keras file, or build one with "
+            f"`fedtflite build ... --{spec.build_flag}`"
         )
-    if config.strategy == "scaffold" and not model.supports_learning_rate:
+    if spec.needs_learning_rate and not model.supports_learning_rate:
         raise ConfigError(
-            f"strategy = 'scaffold' needs the model's learning rate "
+            f"strategy = {config.strategy!r} needs the model's learning rate "
             f"(set_learning_rate); {config.model} has none"
         )
 
@@ -251,7 +281,7 @@ def _prepare(
     if checkpoint is None:
         # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing
         # the directory starts, as its server does, from nothing.
-        shutil.rmtree(run_dir / "client_state", ignore_errors=True)
+        ClientStateStore.of_run(run_dir).clear()
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     run_dir = run_dir.resolve()
     (run_dir / "config.toml").write_text(config_to_toml(config))
@@ -275,8 +305,8 @@ def _prepare(
         data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else "",
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
-        learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
-        state_dir=str(run_dir / "client_state"),
+        learning_rate=config.learning_rate if model.supports_learning_rate else None,
+        state_dir=str(ClientStateStore.of_run(run_dir).directory),
     )
     return PreparedRun(
         config, run_dir, settings, timings, (plotter,), checkpoint, history, lock
