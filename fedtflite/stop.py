@@ -21,7 +21,7 @@ from types import FrameType
 
 from fedtflite.errors import RunInterruptedError
 
-__all__ = ["check_stop", "request_stop", "stop_on_signals", "stop_requested"]
+__all__ = ["check_stop", "request_stop", "stop_on_signals"]
 
 _STOP = threading.Event()
 _SIGNAL = [0]
@@ -32,11 +32,6 @@ def request_stop(signum: int) -> None:
     """Ask the running round loop to stop (``signum`` names the cause)."""
     _SIGNAL[0] = signum
     _STOP.set()
-
-
-def stop_requested() -> int:
-    """The signal number of a pending stop request, 0 if none."""
-    return _SIGNAL[0] if _STOP.is_set() else 0
 
 
 def check_stop() -> None:
