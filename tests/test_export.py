@@ -93,8 +93,14 @@ def test_wrong_weights_are_refused_naming_the_parameter(two_nn_momentum: bytes) 
         with_initial_weights(two_nn_momentum, weights)
 
 
-def _run_dir(tmp: Path, model: bytes, weights: dict[str, np.ndarray] | None) -> Path:
-    (tmp / "config.toml").write_text('model = "mlp"\nseed = 4\n')
+def _run_dir(
+    tmp: Path,
+    model: bytes,
+    weights: dict[str, np.ndarray] | None,
+    source: str = "mlp",
+) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.toml").write_text(f'model = "{source}"\nseed = 4\n')
     (tmp / "model.tflite").write_bytes(model)
     if weights is not None:
         np.savez(tmp / "final_weights.npz", **weights)  # type: ignore[arg-type]
@@ -246,3 +252,23 @@ def test_keras_model_inference_rebuild_keeps_batch_norm_state(
         rng=np.random.default_rng(0),
     )
     _agrees(trainable, inference_model(str(path), trainable.parameters()), data)
+
+
+def test_a_run_of_a_foreign_tflite_exports_trainable_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedtflite.cli import main
+
+    mlp = cached_model(ModelSpec("mlp"))
+    model = ClientModel(mlp)
+    weights = {
+        p.name: w + 1
+        for p, w in zip(model.contract.parameters, model.parameters(), strict=True)
+    }
+    run_dir = _run_dir(tmp_path / "run", mlp, weights, source="/phone/app.tflite")
+    out = tmp_path / "out.tflite"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    assert ClientModel(out).parameters()[0].tobytes() == weights["a0"].tobytes()
+    assert main(["export", str(run_dir), "--out", str(out), "--inference"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'/phone/app.tflite' is a .tflite with no" in err[0]

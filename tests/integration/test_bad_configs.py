@@ -19,6 +19,9 @@ pytestmark = pytest.mark.integration
 # The module (the package's ``simulate`` attribute is the function).
 run_module = importlib.import_module("fedtflite.orchestrator.simulate")
 
+# the module, not the function of the same name that fedtflite.orchestrator exports
+run_module = importlib.import_module("fedtflite.orchestrator.simulate")
+
 
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
