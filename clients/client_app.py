@@ -94,13 +94,23 @@ class _Cohort:
         self.seconds = 0.0
 
     def run(self, client: Callable[[int], _R]) -> Iterator[tuple[int, _R]]:
-        """``(client id, client(id))`` for every client that did not fail."""
+        """``(client id, client(id))`` for every client that did not fail.
+
+        Any exception of a client (ours, or an unexpected one, named by its
+        type) is that client's one-line failure; the log gets no traceback per
+        client, and the rest of the cohort still runs.
+        """
         for cid in self.cohort:
             try:
                 result = client(cid)
             except FedTfliteError as e:
                 self.failed.append(cid)
                 self.errors.append(f"client {cid}: {e}")
+                continue
+            except Exception as e:  # reported as that client's failure
+                self.failed.append(cid)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                self.errors.append(f"client {cid}: {type(e).__name__}: {first}")
                 continue
             self.ok.append(cid)
             self.seconds += result.seconds
