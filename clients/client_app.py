@@ -151,10 +151,21 @@ def train(msg: Message, context: Context) -> Message:
     if records.CONTROL in msg.content.array_records:  # SCAFFOLD
         control = _arrays(msg.content.array_records[records.CONTROL], names, "control")
     per_client = bool(config.get(records.PER_CLIENT, 1))
+    budgets = config.get(records.MAX_STEPS)
+    budget: dict[int, int] = {}
+    if isinstance(budgets, list):
+        pairs = zip(cohort, budgets, strict=True)
+        budget = {c: b for c, b in pairs if isinstance(b, int)}
 
     def client(cid: int) -> ClientUpdate:
+        steps = budget.get(cid, -1)
         return worker.train(
-            cid, server_round, global_weights, proximal_mu=proximal_mu, control=control
+            cid,
+            server_round,
+            global_weights,
+            proximal_mu=proximal_mu,
+            control=control,
+            max_steps=steps if steps >= 0 else None,
         )
 
     content = RecordDict()

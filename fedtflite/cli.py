@@ -156,6 +156,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import logging
 
+    from fedtflite.devices import format_time_to_accuracy
     from fedtflite.simulation import load_config, simulate
 
     # fedtflite's own lines at INFO; other libraries' (alembic, Ray...) at WARNING.
@@ -173,6 +174,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"final test accuracy {last.test_accuracy:.4f} (loss {last.test_loss:.4f}) "
         f"after {last.round} rounds; run directory: {history.run_dir}"
     )
+    print(format_time_to_accuracy(history.time_to_accuracy()))
     return 0
 
 

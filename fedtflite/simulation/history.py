@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from fedtflite.devices import TimeToAccuracy, time_to_accuracy
+
 __all__ = [
     "TIME_COLUMNS",
     "AccuracyPlot",
@@ -20,6 +22,7 @@ __all__ = [
     "ProgressBar",
     "RoundCallback",
     "RoundRecord",
+    "crossings",
     "read_history",
 ]
 
@@ -51,6 +54,17 @@ class RoundRecord:
     bytes_down, bytes_up : int
         Weight bytes a real deployment would send to the sampled clients (train +
         evaluate) and receive from the successful ones.
+    virtual_seconds : float
+        The round's duration on the virtual clock (:mod:`fedtflite.devices`):
+        until the ``K``-th update arrives, or the deadline.
+    virtual_clock : float
+        Virtual seconds since the run started, after this round.
+    clients_straggled : int
+        Sampled clients not aggregated for time (late for ``round-deadline``, or
+        surplus to an ``over-commit``-ted sample); never trained.
+    clients_unavailable : int
+        Clients offline at the round's start (not sampleable) or, sampled,
+        before their update arrived.
     """
 
     round: int
@@ -67,6 +81,10 @@ class RoundRecord:
     client_compute_seconds: float
     bytes_down: int
     bytes_up: int
+    virtual_seconds: float = 0.0
+    virtual_clock: float = 0.0
+    clients_straggled: int = 0
+    clients_unavailable: int = 0
 
 
 TIME_COLUMNS = ("seconds", "client_compute_seconds")
@@ -98,6 +116,22 @@ class History:
     def final_accuracy(self) -> float:
         """Centralized test accuracy after the last round."""
         return self.rounds[-1].test_accuracy
+
+    def time_to_accuracy(self) -> list[TimeToAccuracy]:
+        """First crossings of :data:`~fedtflite.devices.ACCURACY_TARGETS` on the
+        virtual clock (central test accuracy)."""
+        return crossings(self.rounds)
+
+
+def crossings(
+    rows: tuple[RoundRecord, ...] | list[RoundRecord],
+) -> list[TimeToAccuracy]:
+    """:func:`fedtflite.devices.time_to_accuracy` of a run's rows."""
+    return time_to_accuracy(
+        [r.round for r in rows],
+        [r.virtual_clock for r in rows],
+        [r.test_accuracy for r in rows],
+    )
 
 
 class RoundCallback(Protocol):
@@ -145,7 +179,8 @@ def read_history(path: Path) -> list[RoundRecord]:
 
 
 class AccuracyPlot:
-    """Draws ``accuracy.png`` (test accuracy and loss per round) at the end."""
+    """Draws ``accuracy.png`` at the end: test accuracy and loss per round, and
+    test accuracy against the virtual clock (dotted: the targets crossed)."""
 
     def __init__(self, path: Path, title: str):
         self.path, self.title = path, title
@@ -161,7 +196,7 @@ class AccuracyPlot:
         import matplotlib.pyplot as plt
 
         r = [row.round for row in self.rows]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
         ax1.plot(
             r, [row.test_accuracy for row in self.rows], "o-", label="central test"
         )
@@ -176,6 +211,17 @@ class AccuracyPlot:
         ax2.set(xlabel="round", ylabel="cross-entropy", title="loss")
         ax2.grid(alpha=0.3)
         ax2.legend()
+        evaluated = [row for row in self.rows if not math.isnan(row.test_accuracy)]
+        hours = [row.virtual_clock / 3600 for row in evaluated]
+        ax3.plot(hours, [row.test_accuracy for row in evaluated], "o-")
+        for c in crossings(self.rows):
+            ax3.axhline(c.target, color="grey", lw=0.5, ls=":")
+        ax3.set(
+            xlabel="virtual time (h)",
+            ylabel="central test accuracy",
+            title="accuracy on the virtual clock",
+        )
+        ax3.grid(alpha=0.3)
         fig.suptitle(self.title)
         fig.tight_layout()
         fig.savefig(self.path, dpi=100)

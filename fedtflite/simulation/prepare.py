@@ -11,17 +11,19 @@ import logging
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from fedtflite.data import (
     load_fashion_mnist,
+    local_test_size,
     partition_stats,
     validate_partition_spec,
     write_partition_stats,
 )
+from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
 from fedtflite.errors import ConfigError, DataShapeError
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
@@ -58,6 +60,9 @@ class PreparedRun:
         Where a resumed run goes on from (None: it starts at round 0).
     history : tuple of RoundRecord
         A resumed run's rounds up to its checkpoint (empty otherwise).
+    planner : RoundPlanner or None
+        The run's devices, availability and round rules (the virtual clock's
+        model); ``config.step_seconds`` is the measured or pinned step.
     """
 
     config: SimulationConfig
@@ -67,6 +72,7 @@ class PreparedRun:
     background: tuple[threading.Thread, ...] = ()
     checkpoint: Checkpoint | None = None
     history: tuple[RoundRecord, ...] = ()
+    planner: RoundPlanner | None = None
 
     def wait(self) -> None:
         """Join the background writers."""
@@ -196,6 +202,10 @@ def prepare_run(
     parts = cached_partition(data.train.labels, spec)
     timings["partition"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    config, planner = _devices(config, model, parts, checkpoint)
+    timings["devices"] = time.perf_counter() - t
+
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
         # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing
@@ -234,8 +244,43 @@ def prepare_run(
         state_dir=str(run_dir / "client_state"),
     )
     return PreparedRun(
-        config, run_dir, settings, timings, (plotter,), checkpoint, history
+        config, run_dir, settings, timings, (plotter,), checkpoint, history, planner
     )
+
+
+def _devices(
+    config: SimulationConfig,
+    model: ClientModel,
+    parts: list[np.ndarray],
+    checkpoint: Checkpoint | None,
+) -> tuple[SimulationConfig, RoundPlanner]:
+    """The config with its step price settled, and the run's round planner.
+
+    ``step-seconds = 0`` takes a resumed run's recorded number, else measures
+    this model's step once (cached per machine, model and batch size).
+    """
+    seconds = config.step_seconds
+    if not seconds and checkpoint is not None:
+        seconds = float(checkpoint.config.get("step-seconds", 0.0))
+    if not seconds:
+        seconds = cached_step_seconds(model, config.batch_size)
+    config = replace(config, step_seconds=seconds)
+    frac = config.client_test_fraction
+    sizes = np.array([len(p) - local_test_size(len(p), frac) for p in parts])
+    planner = make_planner(
+        devices=config.devices,
+        availability=config.availability,
+        num_clients=config.num_clients,
+        seed=config.seed,
+        train_sizes=sizes,
+        batch_size=config.batch_size,
+        local_epochs=config.local_epochs,
+        step_seconds=seconds,
+        over_commit=config.over_commit,
+        round_deadline=config.round_deadline,
+        straggler_policy=config.straggler_policy,
+    )
+    return config, planner
 
 
 def _write_stats(stats: np.ndarray, run_dir: Path) -> None:
