@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.devices import VirtualRun
+from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import SimulationConfig, load_config, simulate
+from fedtflite.simulation import SimulationConfig, load_config
 from fedtflite.simulation.prepare import prepare_run
 
 

@@ -7,9 +7,14 @@ Fashion-MNIST) of the ``mlp``, 1 local epoch, batch 32, FedAvg:
    local test split (60 training examples each with 1 000 clients, 6 with
    10 000), no federated evaluation, the central evaluation only after the last
    round. Steady round = median of rounds 2..R-1 (round 1 pays the workers' set-up,
-   round R the evaluation). Floor = the same clients' ``restore`` + ``train``
-   steps + ``parameters``, back to back in one LiteRT interpreter in this process,
-   divided by the number of worker processes. Ratio = steady round / floor.
+   round R the evaluation). Two floors, each divided by the number of worker
+   processes: the *runtime* floor is the round-2 clients through
+   ``ClientModel`` (``restore`` + ``set_learning_rate`` + ``fit`` +
+   ``parameters``, batching included) back to back in one interpreter in this
+   process; the *physical* floor (:mod:`benchmarks.floor`, independent of
+   fedtflite) is the same clients' bare LiteRT ``Invoke`` calls: ``restore``,
+   full-batch ``train`` steps with inputs prepared and tensors allocated once,
+   ``parameters``. Ratios = steady round / floor.
 2. **Keras baseline** (``benchmarks/keras_baseline``, Flower's quickstart-
    tensorflow pattern): the same experiment on both, 1 000 Dirichlet(0.5) clients,
    ``k`` per round, central evaluation every round in both.
@@ -42,13 +47,15 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.floor import physical_floor
 from benchmarks.procfs import memory_snapshot
+from fedtflite.algorithms.sampling import flower_sample_size, sample_clients
 from fedtflite.data import load_fashion_mnist, split_local_test
+from fedtflite.data.partition_file import load_partition
+from fedtflite.orchestrator import simulate
+from fedtflite.orchestrator.simulate import start_ray
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import RoundRecord, SimulationConfig, load_config, simulate
-from fedtflite.simulation.cohorts import flower_sample_size, sample_clients
-from fedtflite.simulation.partition_file import load_partition
-from fedtflite.simulation.run import start_ray
+from fedtflite.simulation import RoundRecord, SimulationConfig, load_config
 
 HERE = Path(__file__).resolve().parent
 COMMON = ("model=mlp", "local-epochs=1", "batch-size=32", "learning-rate=0.05")
@@ -93,26 +100,33 @@ def _overhead_config(k: int, rounds: int, epochs: int) -> SimulationConfig:
     )
 
 
-def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) -> float:
-    """Seconds of one round's clients' on-device work, back to back, one process.
-
-    The clients the run sampled in ``server_round``, their data gathered first;
-    timed: ``restore``, ``set_learning_rate``, ``fit`` (the ``train`` steps and
-    their batches), ``parameters``, as the worker does.
-    """
-    model = ClientModel(run_dir / "model.tflite")
+def _round_clients(
+    config: SimulationConfig, run_dir: Path, server_round: int
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """``(client id, images, labels)`` of the clients the run sampled in a round."""
     parts = load_partition(run_dir / "partition.npz", config.partition_spec())
     train = load_fashion_mnist().train
-    images, labels = train.images, train.labels
     k = flower_sample_size(
         config.num_clients, config.fraction_train, config.min_train_clients
     )
     data = []
     for cid in sample_clients(config.seed, server_round, 0, config.num_clients, k):
-        train, _ = split_local_test(
+        idx, _ = split_local_test(
             parts[cid], config.client_test_fraction, config.seed, client_id=int(cid)
         )
-        data.append((int(cid), images[train], labels[train]))
+        data.append((int(cid), train.images[idx], train.labels[idx]))
+    return data
+
+
+def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) -> float:
+    """Seconds of one round's clients through ``ClientModel``, one process.
+
+    The *runtime* floor: the clients the run sampled in ``server_round``, their
+    data gathered first; timed: ``restore``, ``set_learning_rate``, ``fit`` (the
+    ``train`` steps and their batches), ``parameters``, as the worker does.
+    """
+    model = ClientModel(run_dir / "model.tflite")
+    data = _round_clients(config, run_dir, server_round)
     weights = model.parameters()
     start = time.perf_counter()
     for cid, x, y in data:
@@ -129,6 +143,25 @@ def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) ->
     return time.perf_counter() - start
 
 
+def measure_physical_floor(
+    config: SimulationConfig, run_dir: Path, server_round: int
+) -> float:
+    """Seconds of one round's clients as bare LiteRT ``Invoke`` calls, one process.
+
+    The *physical* floor (:func:`benchmarks.floor.physical_floor`): the same
+    clients' example counts, full-batch steps with inputs prepared and tensors
+    allocated once; the median of three repeats.
+    """
+    sizes = [len(y) for _, _, y in _round_clients(config, run_dir, server_round)]
+    data = (run_dir / "model.tflite").read_bytes()
+    return statistics.median(
+        physical_floor(
+            data, sizes, epochs=config.local_epochs, batch_size=config.batch_size
+        )
+        for _ in range(3)
+    )
+
+
 def _steady(rows: tuple[RoundRecord, ...]) -> float:
     middle = [r.seconds for r in rows[2:-1]] or [r.seconds for r in rows[1:]]
     return statistics.median(middle)
@@ -141,6 +174,7 @@ def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
     run_dir = out / f"k{k}-e{epochs}"
     history = simulate(config, run_dir, callbacks=[memory], progress=False)
     floor = measure_floor(config, run_dir, server_round=2) / _workers()
+    physical = measure_physical_floor(config, run_dir, server_round=2) / _workers()
     steady = _steady(history.rounds)
     middle = history.rounds[2:-1] or history.rounds[1:]
     return {
@@ -151,6 +185,8 @@ def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
         "round_s": steady,
         "floor_s": floor,
         "ratio": steady / floor,
+        "physical_floor_s": physical,
+        "physical_ratio": steady / physical,
         "first_round_s": history.rounds[1].seconds,
         "compute_s": statistics.median(r.client_compute_seconds for r in middle),
         "messages": history.rounds[2].messages,
@@ -324,8 +360,10 @@ def main() -> None:
                     "examples_per_client": "examples/client",
                     "messages": "messages/round",
                     "round_s": "round (s)",
-                    "floor_s": "floor (s)",
-                    "ratio": "ratio",
+                    "floor_s": "runtime floor (s)",
+                    "ratio": "round / runtime floor",
+                    "physical_floor_s": "physical floor (s)",
+                    "physical_ratio": "round / physical floor",
                     "first_round_s": "round 1 (s)",
                     "worker_peak_rss_mb": "worker peak RSS (MiB)",
                     "peak_rss_mb": "run peak RSS (MiB)",
@@ -353,8 +391,10 @@ def main() -> None:
                     {
                         "local_epochs": "local epochs",
                         "round_s": "round (s)",
-                        "floor_s": "floor (s)",
+                        "floor_s": "runtime floor (s)",
                         "ratio": "ratio",
+                        "physical_floor_s": "physical floor (s)",
+                        "physical_ratio": "physical ratio",
                     },
                 )
             )

@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtflite.algorithms.control_variates import scaffold_client_update
 from fedtflite.data import (
     load_train_uint8,
     partition_indices,
     split_local_test,
     to_float,
 )
+from fedtflite.data.partition_file import load_partition
 from fedtflite.errors import ConfigError, ModelFileError
+from fedtflite.protocol.settings import ClientSettings
 from fedtflite.runtime import ClientModel, EvalResult
-from fedtflite.scaffold import scaffold_client_update
-from fedtflite.simulation.partition_file import load_partition
-from fedtflite.simulation.settings import ClientSettings
 
 __all__ = ["ClientData", "ClientUpdate", "Worker", "get_worker"]
 
@@ -93,7 +93,7 @@ class Worker:
         # uint8, as stored: a quarter of the float32 copy; a client's images are
         # converted when it runs (~20 us for 60 images).
         self._images, self._labels = load_train_uint8(settings.data_dir or None)
-        spec = settings.partition_spec()
+        spec = settings.partition
         try:
             self._parts = load_partition(Path(settings.partition_path), spec)
         except (OSError, ConfigError):
@@ -114,7 +114,7 @@ class Worker:
             split = split_local_test(
                 self._parts[client_id],
                 s.client_test_fraction,
-                s.seed,
+                s.partition.seed,
                 client_id=client_id,
             )
             self._splits[client_id] = split
@@ -128,7 +128,9 @@ class Worker:
 
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
         """A client's shuffling stream in a round, from ``(seed, round, client)``."""
-        return np.random.default_rng([self.settings.seed, server_round, client_id])
+        return np.random.default_rng(
+            [self.settings.partition.seed, server_round, client_id]
+        )
 
     def train(
         self,

@@ -20,7 +20,7 @@ _LAZY = {
     "ClientModel": "fedtflite.runtime",
     "SimulationConfig": "fedtflite.simulation",
     "load_config": "fedtflite.simulation",
-    "simulate": "fedtflite.simulation",
+    "simulate": "fedtflite.orchestrator",
 }
 
 

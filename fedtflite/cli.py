@@ -157,7 +157,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import logging
 
     from fedtflite.devices import format_time_to_accuracy
-    from fedtflite.simulation import load_config, simulate
+    from fedtflite.orchestrator import simulate
+    from fedtflite.simulation import load_config
 
     # fedtflite's own lines at INFO; other libraries' (alembic, Ray...) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -181,14 +182,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import logging
 
-    from fedtflite.simulation import parse_overrides
-    from fedtflite.sweep import (
+    from fedtflite.orchestrator.sweep import (
         load_grid,
         plot_sweep,
         read_sweep,
         run_sweep,
         sweep_table,
     )
+    from fedtflite.simulation import parse_overrides
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     base, cells = load_grid(args.grid)
@@ -222,8 +223,8 @@ def _cmd_partition(args: argparse.Namespace) -> int:
         validate_partition_spec,
         write_partition_stats,
     )
+    from fedtflite.data.partition_file import cached_partition, save_partition
     from fedtflite.simulation import load_config
-    from fedtflite.simulation.partition_file import cached_partition, save_partition
 
     config = load_config(args.config if args.config else DEFAULT_CONFIG, args.set)
     labels = load_fashion_mnist(config.data_dir or None).train.labels
@@ -250,6 +251,31 @@ def _cmd_partition(args: argparse.Namespace) -> int:
         f"max {classes.max()}"
     )
     print(f"wrote {out / 'partition.npz'}, {csv_path} and {png_path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fedtflite.data import load_fashion_mnist
+    from fedtflite.export import (
+        ExportOptions,
+        export_report,
+        export_run,
+        format_table,
+        load_finished_run,
+    )
+    from fedtflite.models.build import quiet_stderr
+
+    options = ExportOptions(args.out, args.inference, args.quantize)
+    run = load_finished_run(args.run_dir)
+    data = load_fashion_mnist(run.data_dir or None)
+    with quiet_stderr():  # TensorFlow's lines (inference exports); errors are one line
+        rows = export_run(run, options, data)
+    print(f"wrote {args.out} from {run.run_dir} (model {run.model})")
+    print(format_table(rows), end="")
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(export_report(run, options, rows))
+        print(f"wrote {args.report}")
     return 0
 
 
@@ -391,6 +417,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", type=Path, required=True, help="directory to write into")
     q.set_defaults(func=_cmd_partition)
+
+    e = sub.add_parser(
+        "export",
+        help="a finished run's global model as a .tflite to ship (trainable, "
+        "inference-only, quantized), measured",
+    )
+    e.add_argument("run_dir", type=Path, help="a finished run directory")
+    e.add_argument("--out", type=Path, required=True, help="the .tflite to write")
+    e.add_argument(
+        "--inference",
+        action="store_true",
+        help="infer only (no train, no optimizer state); needs TensorFlow",
+    )
+    e.add_argument(
+        "--quantize",
+        default=None,
+        metavar="FORMAT",
+        help="with --inference: fp16, dynamic or int8 (LiteRT post-training "
+        "quantization; int8 is full-integer, calibrated on training images)",
+    )
+    e.add_argument(
+        "--report", type=Path, default=None, help="also write the table (Markdown)"
+    )
+    e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])

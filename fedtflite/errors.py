@@ -14,6 +14,7 @@ __all__ = [
     "DataMissingError",
     "DataShapeError",
     "DeviceFileError",
+    "ExportError",
     "FedTfliteError",
     "FlexOpsError",
     "KerasModelError",
@@ -91,6 +92,11 @@ class ConfigError(FedTfliteError):
 class CheckpointError(FedTfliteError):
     """A run directory's checkpoint that cannot be resumed (unreadable, written
     for another config, or ahead of its ``history.csv``)."""
+
+
+class ExportError(FedTfliteError):
+    """A run or model that cannot be exported: an unfinished run, final weights
+    that do not fit its model, an unknown format, a file with no source to rebuild."""
 
 
 class DeviceFileError(FedTfliteError):

@@ -28,12 +28,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
-from fedtflite.scaffold import scaffold_server_update
-from fedtflite.simulation import records
+from fedtflite.algorithms.control_variates import scaffold_server_update
+from fedtflite.protocol import keys
 
 __all__ = ["Scaffold"]
 
-CONTROL, DELTA_PREFIX = records.CONTROL, records.CONTROL_DELTA_PREFIX
+CONTROL, DELTA_PREFIX = keys.CONTROL, keys.CONTROL_DELTA_PREFIX
 
 
 def _as_float(value: object) -> float:

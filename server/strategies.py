@@ -2,9 +2,9 @@
 
 Every strategy is Flower's implementation (``flwr.serverapp.strategy``), except
 SCAFFOLD, which Flower does not ship (:mod:`server.scaffold`, a ``FedAvg``
-subclass). :class:`server.cohorts.CohortSampling` is mixed in before it: it
+subclass). :class:`server.messaging.CohortSampling` is mixed in before it: it
 decides which clients a round reaches and how their messages travel, never how
-they are aggregated (see :mod:`server.cohorts`, which also says what happens to
+they are aggregated (see :mod:`server.messaging`, which also says what happens to
 failed clients).
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 from flwr.serverapp import strategy as fl
 
-from fedtflite.simulation import records
-from fedtflite.simulation.cohorts import PRE_AGGREGATED
+from fedtflite.algorithms.sampling import PRE_AGGREGATED
+from fedtflite.protocol import keys
 from fedtflite.simulation.config import SimulationConfig
-from server.cohorts import CohortSampling, RoundStats
+from server.messaging import CohortSampling, RoundStats
 from server.scaffold import Scaffold
 
 __all__ = ["RoundStats", "load_strategy_state", "make_strategy", "strategy_state"]
@@ -59,7 +59,7 @@ def _strategy_kwargs(c: SimulationConfig) -> dict[str, Any]:
         "qfedavg": {
             "client_learning_rate": c.learning_rate,
             "q": c.q,
-            "train_loss_key": records.TRAIN_LOSS,
+            "train_loss_key": keys.TRAIN_LOSS,
         },
         "scaffold": {
             "num_clients": c.num_clients,
@@ -74,7 +74,7 @@ def make_strategy(config: SimulationConfig) -> Any:
 
     Returns
     -------
-    A subclass instance of both :class:`server.cohorts.CohortSampling` and the
+    A subclass instance of both :class:`server.messaging.CohortSampling` and the
     Flower class (:class:`server.scaffold.Scaffold` for ``scaffold``).
     """
     base = _CLASSES[config.strategy]
@@ -85,9 +85,9 @@ def make_strategy(config: SimulationConfig) -> Any:
         min_train_nodes=min(config.min_train_clients, config.num_clients),
         min_evaluate_nodes=min(config.min_evaluate_clients, config.num_clients),
         min_available_nodes=config.num_clients,
-        weighted_by_key=records.NUM_EXAMPLES,
-        arrayrecord_key=records.ARRAYS,
-        configrecord_key=records.CONFIG,
+        weighted_by_key=keys.NUM_EXAMPLES,
+        arrayrecord_key=keys.ARRAYS,
+        configrecord_key=keys.CONFIG,
         **_strategy_kwargs(config),
     )
     strategy.seed = config.seed

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedtflite.algorithms.sampling import sample_clients
 from fedtflite.devices import (
     PARTICIPATION_COLUMNS,
     AlwaysOnline,
@@ -23,7 +24,6 @@ from fedtflite.devices import (
     sample_online,
     write_participation,
 )
-from fedtflite.simulation.cohorts import sample_clients
 
 
 def test_sampling_all_online_is_the_plain_sample() -> None:

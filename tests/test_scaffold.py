@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedtflite.scaffold import scaffold_client_update, scaffold_server_update
-from fedtflite.simulation import records
+from fedtflite.algorithms.control_variates import (
+    scaffold_client_update,
+    scaffold_server_update,
+)
+from fedtflite.protocol import keys
 from server.scaffold import Scaffold
 
 X = [np.array([1.0, 2.0], np.float32)]
@@ -54,7 +57,7 @@ def _reply(y: np.ndarray, dc: np.ndarray, n: int) -> Message:
         message_type="train",
     )
     arrays = ArrayRecord(array_dict={"a0": Array(y), "dc.a0": Array(dc)})
-    metrics = MetricRecord({records.NUM_EXAMPLES: n})
+    metrics = MetricRecord({keys.NUM_EXAMPLES: n})
     return Message(
         RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=instruction
     )

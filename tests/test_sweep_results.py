@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from fedtflite.orchestrator.sweep import Cell, CellResult
 from fedtflite.simulation.config import config_from_mapping
 from fedtflite.simulation.history import RoundRecord
-from fedtflite.sweep import Cell, CellResult
 
 
 def _result(accuracies: list[float], num_rounds: int) -> CellResult:

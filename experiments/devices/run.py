@@ -1,6 +1,6 @@
 """Real devices: FedAvg vs FedProx under deadlines, over-commitment and partial work.
 
-Runs every cell of ``grid.toml`` with :func:`fedtflite.sweep.run_sweep`
+Runs every cell of ``grid.toml`` with :func:`fedtflite.orchestrator.sweep.run_sweep`
 (resumably: a finished cell is never rerun), then draws test accuracy against
 the virtual clock of every cell in one plot (``accuracy_vs_time.png``) and
 writes the numbers into ``RESULTS.md`` (between its ``results`` markers; the
@@ -21,8 +21,8 @@ import statistics
 from pathlib import Path
 
 from fedtflite.devices import format_duration
+from fedtflite.orchestrator.sweep import CellResult, load_grid, read_sweep, run_sweep
 from fedtflite.simulation.history import crossings
-from fedtflite.sweep import CellResult, load_grid, read_sweep, run_sweep
 
 HERE = Path(__file__).resolve().parent
 TARGETS = (0.6, 0.7, 0.75)

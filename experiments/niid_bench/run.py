@@ -1,9 +1,9 @@
 """NIID-Bench's Fashion-MNIST grid on fedtflite: partitions x algorithms.
 
 Runs every cell of ``grid.toml`` (5 partitions x FedAvg, FedProx, SCAFFOLD) with
-:func:`fedtflite.sweep.run_sweep`, resumably: a finished cell is never rerun and
-an unfinished one goes on after its checkpoint's round, so the grid can be
-stopped and restarted, split across sessions (``--only``,
+:func:`fedtflite.orchestrator.sweep.run_sweep`, resumably: a finished cell is
+never rerun and an unfinished one goes on after its checkpoint's round, so the grid
+can be stopped and restarted, split across sessions (``--only``,
 ``--partitions``) or machines, and run on a Ray cluster (``--set
 ray-address=auto``). Then it writes the results table of ``RESULTS.md`` (between
 its ``results`` markers; the text around them is kept), next to the numbers
@@ -34,12 +34,18 @@ from typing import Any
 import numpy as np
 
 from fedtflite.data import CLASS_NAMES, FashionMnist, load_fashion_mnist
+from fedtflite.data.partition_file import cached_partition
 from fedtflite.errors import FedTfliteError
+from fedtflite.orchestrator.sweep import (
+    CellResult,
+    load_grid,
+    plot_sweep,
+    read_sweep,
+    run_sweep,
+)
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation import parse_overrides
-from fedtflite.simulation.partition_file import cached_partition
 from fedtflite.simulation.prepare import resolve_model
-from fedtflite.sweep import CellResult, load_grid, plot_sweep, read_sweep, run_sweep
 
 HERE = Path(__file__).resolve().parent
 QUICK = {"num-rounds": 1, "local-epochs": 1}

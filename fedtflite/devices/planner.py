@@ -30,7 +30,7 @@ def sample_online(
 
     The stream is ``numpy.random.default_rng([seed, server_round, phase])``;
     with every client online it draws exactly what
-    :func:`fedtflite.simulation.cohorts.sample_clients` draws (``Generator.choice``
+    :func:`fedtflite.algorithms.sampling.sample_clients` draws (``Generator.choice``
     of ``n`` and of ``arange(n)`` are the same draw).
 
     Raises

@@ -1,4 +1,10 @@
-"""Federated simulation on Flower + Ray with LiteRT clients."""
+"""A simulation run's settings, files and set-up (below the Flower apps).
+
+The config (:mod:`~fedtflite.simulation.config`), the run directory's
+checkpoint and history, and :func:`~fedtflite.simulation.prepare.prepare_run`,
+which both the orchestrator (:func:`fedtflite.simulate`) and the ServerApp under
+``flwr run`` call. Client workers never import this package.
+"""
 
 from fedtflite.simulation.config import (
     SimulationConfig,
@@ -12,7 +18,6 @@ from fedtflite.simulation.history import (
     RoundRecord,
     read_history,
 )
-from fedtflite.simulation.run import simulate
 
 __all__ = [
     "History",
@@ -23,5 +28,4 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "read_history",
-    "simulate",
 ]

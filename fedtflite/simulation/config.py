@@ -123,7 +123,7 @@ class SimulationConfig:
     cohort_size : int
         Most simulated clients per Flower message (``cohort-size``); 0 (the
         default) splits each round's clients evenly over the workers, 1 sends
-        one message per client. See :mod:`fedtflite.simulation.cohorts`.
+        one message per client. See :mod:`fedtflite.algorithms.sampling`.
     data_dir : str
         Fashion-MNIST directory; "" uses the look-up order of
         :func:`fedtflite.data.find_data_dir`.

@@ -45,7 +45,7 @@ class RoundRecord:
         Simulated clients sampled for training, that succeeded, that failed.
     messages : int
         Flower messages sent (train + evaluate); a message carries a cohort of
-        clients (:mod:`fedtflite.simulation.cohorts`).
+        clients (:mod:`fedtflite.algorithms.sampling`).
     seconds : float
         Wall time of the round (training, federated and central evaluation).
     client_compute_seconds : float

@@ -23,17 +23,17 @@ from fedtflite.data import (
     validate_partition_spec,
     write_partition_stats,
 )
+from fedtflite.data.partition_file import cached_partition, save_partition
 from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
 from fedtflite.errors import ConfigError, DataShapeError
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
+from fedtflite.protocol.settings import ClientSettings
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
 from fedtflite.simulation.history import RoundRecord
-from fedtflite.simulation.partition_file import cached_partition, save_partition
-from fedtflite.simulation.settings import ClientSettings
 
 __all__ = ["PreparedRun", "default_run_dir", "prepare_run", "resolve_model"]
 
@@ -229,13 +229,7 @@ def prepare_run(
         model_path=str(model_path),
         model_sha256=hashlib.sha256(model_bytes).hexdigest(),
         partition_path=str(partition_path),
-        partition_kind=spec.kind,
-        num_clients=spec.num_clients,
-        alpha=spec.alpha,
-        classes_per_client=spec.classes_per_client,
-        shards_per_client=spec.shards_per_client,
-        min_partition_size=spec.min_partition_size,
-        seed=config.seed,
+        partition=spec,
         client_test_fraction=config.client_test_fraction,
         data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else "",
         local_epochs=config.local_epochs,

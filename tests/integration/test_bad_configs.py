@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import fedtflite.simulation.run as run_module
+import fedtflite.orchestrator.simulate as run_module
 from fedtflite.cli import main
 
 pytestmark = pytest.mark.integration

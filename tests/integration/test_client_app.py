@@ -18,8 +18,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 import clients.worker as worker_module
 from clients.client_app import evaluate, train
 from clients.worker import ClientData, Worker
+from fedtflite.protocol import keys
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import SimulationConfig, records
+from fedtflite.simulation import SimulationConfig
 from fedtflite.simulation.prepare import PreparedRun, prepare_run
 
 pytestmark = pytest.mark.integration
@@ -71,21 +72,21 @@ def _message(run: PreparedRun, kind: str, per_client: bool) -> Message:
     )
     config = ConfigRecord(run.settings.to_config())
     config["server-round"] = 1
-    config[records.COHORT] = COHORT
-    config[records.PER_CLIENT] = int(per_client)
-    content = RecordDict({records.ARRAYS: arrays, records.CONFIG: config})
+    config[keys.COHORT] = COHORT
+    config[keys.PER_CLIENT] = int(per_client)
+    content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
     return Message(content=content, message_type=kind, dst_node_id=1)
 
 
 def test_one_bad_client_never_fails_its_cohort(run: PreparedRun) -> None:
     reply = train(_message(run, "train", per_client=False), None)  # type: ignore[arg-type]
-    status = reply.content.config_records[records.STATUS]
+    status = reply.content.config_records[keys.STATUS]
 
-    assert status[records.OK] == [0, 5]
-    assert status[records.FAILED] == [BAD]
-    (error,) = status[records.ERRORS]
+    assert status[keys.OK] == [0, 5]
+    assert status[keys.FAILED] == [BAD]
+    (error,) = status[keys.ERRORS]
     assert error.startswith(f"client {BAD}: ") and "loss nan" in error
-    assert reply.content.metric_records[records.METRICS][records.NUM_EXAMPLES] > 0
+    assert reply.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] > 0
 
 
 def test_pre_aggregated_reply_is_the_weighted_mean_of_per_client_replies(
@@ -94,34 +95,33 @@ def test_pre_aggregated_reply_is_the_weighted_mean_of_per_client_replies(
     cohort = train(_message(run, "train", per_client=False), None)  # type: ignore[arg-type]
     single = train(_message(run, "train", per_client=True), None)  # type: ignore[arg-type]
 
-    ok = single.content.config_records[records.STATUS][records.OK]
+    ok = single.content.config_records[keys.STATUS][keys.OK]
     assert ok == [0, 5]
-    assert records.client_key(records.ARRAYS, BAD) not in single.content
+    assert keys.client_key(keys.ARRAYS, BAD) not in single.content
     n = [
-        single.content[records.client_key(records.METRICS, c)][records.NUM_EXAMPLES]
-        for c in ok
+        single.content[keys.client_key(keys.METRICS, c)][keys.NUM_EXAMPLES] for c in ok
     ]
-    arrays = [single.content[records.client_key(records.ARRAYS, c)] for c in ok]
-    metrics = cohort.content[records.METRICS]
-    assert metrics[records.NUM_EXAMPLES] == sum(n)
+    arrays = [single.content[keys.client_key(keys.ARRAYS, c)] for c in ok]
+    metrics = cohort.content[keys.METRICS]
+    assert metrics[keys.NUM_EXAMPLES] == sum(n)
     for name in arrays[0]:
         expected = (n[0] * arrays[0][name].numpy() + n[1] * arrays[1][name].numpy()) / (
             n[0] + n[1]
         )
         np.testing.assert_allclose(
-            cohort.content[records.ARRAYS][name].numpy(), expected, rtol=0, atol=1e-6
+            cohort.content[keys.ARRAYS][name].numpy(), expected, rtol=0, atol=1e-6
         )
 
 
 def test_evaluate_reports_the_cohort_weighted_metrics(run: PreparedRun) -> None:
     reply = evaluate(_message(run, "evaluate", per_client=False), None)  # type: ignore[arg-type]
-    metrics = reply.content.metric_records[records.METRICS]
+    metrics = reply.content.metric_records[keys.METRICS]
 
     # Evaluation restores the global weights: the bad client's data are only
     # bad for training (NaN pixels in its train split), so every client counts.
-    assert reply.content.config_records[records.STATUS][records.FAILED] == []
-    assert metrics[records.NUM_EXAMPLES] > 0
-    assert 0.0 <= metrics[records.EVAL_ACCURACY] <= 1.0
+    assert reply.content.config_records[keys.STATUS][keys.FAILED] == []
+    assert metrics[keys.NUM_EXAMPLES] > 0
+    assert 0.0 <= metrics[keys.EVAL_ACCURACY] <= 1.0
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +137,11 @@ def prox_run(
 def _drift(run: PreparedRun, mu: float) -> float:
     """How far client 0 moves from the global weights in one round."""
     msg = _message(run, "train", per_client=True)
-    msg.content.config_records[records.CONFIG][records.COHORT] = [0]
-    msg.content.config_records[records.CONFIG][records.PROXIMAL_MU] = mu
+    msg.content.config_records[keys.CONFIG][keys.COHORT] = [0]
+    msg.content.config_records[keys.CONFIG][keys.PROXIMAL_MU] = mu
     reply = train(msg, None)  # type: ignore[arg-type]
-    start = msg.content.array_records[records.ARRAYS]
-    end = reply.content[records.client_key(records.ARRAYS, 0)]
+    start = msg.content.array_records[keys.ARRAYS]
+    end = reply.content[keys.client_key(keys.ARRAYS, 0)]
     return float(
         np.sqrt(sum(np.sum((end[n].numpy() - start[n].numpy()) ** 2) for n in start))
     )
@@ -168,7 +168,7 @@ def scaffold_run(
 def test_scaffold_client_keeps_its_control_variate_in_its_own_storage(
     scaffold_run: PreparedRun,
 ) -> None:
-    from fedtflite.scaffold import scaffold_client_update
+    from fedtflite.algorithms.control_variates import scaffold_client_update
 
     run = scaffold_run
     model = ClientModel(Path(run.settings.model_path))
@@ -182,16 +182,16 @@ def test_scaffold_client_keeps_its_control_variate_in_its_own_storage(
     c_i = [np.zeros_like(a) for a in c]  # before its first round
     for server_round in (1, 2):
         msg = _message(run, "train", per_client=True)
-        config = msg.content.config_records[records.CONFIG]
-        config[records.COHORT], config["server-round"] = [0], server_round
-        msg.content[records.CONTROL] = ArrayRecord(
+        config = msg.content.config_records[keys.CONFIG]
+        config[keys.COHORT], config["server-round"] = [0], server_round
+        msg.content[keys.CONTROL] = ArrayRecord(
             array_dict={n: Array(a) for n, a in zip(names, c, strict=True)}
         )
         reply = train(msg, None)  # type: ignore[arg-type]
-        arrays = reply.content[records.client_key(records.ARRAYS, 0)]
-        metrics = reply.content[records.client_key(records.METRICS, 0)]
-        steps = -(-int(metrics[records.NUM_EXAMPLES]) // run.settings.batch_size)
-        x = [msg.content[records.ARRAYS][n].numpy() for n in names]
+        arrays = reply.content[keys.client_key(keys.ARRAYS, 0)]
+        metrics = reply.content[keys.client_key(keys.METRICS, 0)]
+        steps = -(-int(metrics[keys.NUM_EXAMPLES]) // run.settings.batch_size)
+        x = [msg.content[keys.ARRAYS][n].numpy() for n in names]
         y = [arrays[n].numpy() for n in names]
         expected, delta = scaffold_client_update(
             c_i, c, x, y, steps * run.settings.local_epochs, run.settings.learning_rate
@@ -201,7 +201,7 @@ def test_scaffold_client_keeps_its_control_variate_in_its_own_storage(
         for e, s, d, n in zip(expected, stored, delta, names, strict=True):
             np.testing.assert_allclose(s, e, rtol=0, atol=1e-6)
             np.testing.assert_allclose(
-                arrays[records.CONTROL_DELTA_PREFIX + n].numpy(), d, rtol=0, atol=1e-6
+                arrays[keys.CONTROL_DELTA_PREFIX + n].numpy(), d, rtol=0, atol=1e-6
             )
         c_i = stored  # what the next round starts from
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtflite.simulation import History, SimulationConfig, simulate
+from fedtflite.orchestrator import simulate
+from fedtflite.simulation import History, SimulationConfig
 from fedtflite.simulation.history import TIME_COLUMNS
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedtflite.simulation import RoundRecord, SimulationConfig, read_history, simulate
+from fedtflite.orchestrator import simulate
+from fedtflite.simulation import RoundRecord, SimulationConfig, read_history
 from fedtflite.simulation.history import TIME_COLUMNS
 from fedtflite.simulation.prepare import prepare_run
 from server.server_app import run_server

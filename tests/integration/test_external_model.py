@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import SimulationConfig, simulate
+from fedtflite.simulation import SimulationConfig
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import History, SimulationConfig, simulate
+from fedtflite.simulation import History, SimulationConfig
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Ray workers started by fedtflite never import TensorFlow.
 
 Flower's Ray backend imports ``tensorflow`` when it is installed (for GPU memory
-growth); :func:`fedtflite.simulation.run.start_ray` installs a worker set-up hook
+growth); :func:`fedtflite.orchestrator.simulate.start_ray` installs a worker set-up hook
 that blocks it. The control runs the same import without the hook, so the test
 would fail if the import did not pull TensorFlow in.
 """
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from fedtflite.simulation.run import start_ray
+from fedtflite.orchestrator.simulate import start_ray
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from fedtflite.simulation import History, SimulationConfig, simulate
+from fedtflite.orchestrator import simulate
+from fedtflite.simulation import History, SimulationConfig
 
 pytestmark = pytest.mark.integration
 

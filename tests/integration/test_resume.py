@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from fedtflite.errors import CheckpointError, ConfigError
-from fedtflite.simulation import RoundRecord, SimulationConfig, simulate
+from fedtflite.orchestrator import simulate
+from fedtflite.simulation import RoundRecord, SimulationConfig
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.history import TIME_COLUMNS
 from fedtflite.simulation.prepare import prepare_run

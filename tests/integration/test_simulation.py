@@ -17,8 +17,9 @@ import pytest
 from flwr.app import Array, ArrayRecord
 
 from fedtflite.data import load_fashion_mnist
+from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import History, SimulationConfig, read_history, simulate
+from fedtflite.simulation import History, SimulationConfig, read_history
 from fedtflite.simulation.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.integration

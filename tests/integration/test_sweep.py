@@ -9,11 +9,11 @@ import pytest
 
 from fedtflite.cli import main
 from fedtflite.errors import ConfigError
+from fedtflite.orchestrator.sweep import load_grid, read_sweep, run_sweep, sweep_table
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE
 from fedtflite.simulation.config import config_from_mapping
 from fedtflite.simulation.history import RoundRecord, read_history
 from fedtflite.simulation.prepare import prepare_run
-from fedtflite.sweep import load_grid, read_sweep, run_sweep, sweep_table
 from server.server_app import run_server
 
 pytestmark = pytest.mark.integration

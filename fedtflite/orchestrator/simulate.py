@@ -1,10 +1,14 @@
 """``simulate``: a whole federated run on Flower's simulation engine over Ray.
 
 The Python API research scripts use; ``fedtflite simulate`` is a thin layer on it.
+It reaches the Flower apps as ``flwr run`` does, by component strings
+(:data:`SERVER_APP`, :data:`CLIENT_APP`), so nothing in ``fedtflite`` imports
+``clients/`` or ``server/``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -14,16 +18,38 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from fedtflite.algorithms.sampling import flower_sample_size
 from fedtflite.errors import ConfigError
-from fedtflite.simulation.cohorts import flower_sample_size
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
 
-__all__ = ["federation_size", "simulate", "start_ray"]
+__all__ = [
+    "CLIENT_APP",
+    "SERVER_APP",
+    "WORKER_SETUP_HOOK",
+    "federation_size",
+    "simulate",
+    "start_ray",
+]
 
 _log = logging.getLogger("fedtflite")
+
+CLIENT_APP = "clients.client_app:app"
+"""The ClientApp (as ``[tool.flwr.app.components]`` in ``pyproject.toml`` names it)."""
+SERVER_APP = "server.server_app:run_server"
+"""The ServerApp's loop over a prepared run (``server.server_app:app`` reads the
+config from ``context.run_config`` and prepares the run itself)."""
+WORKER_SETUP_HOOK = "clients.no_tensorflow.block_tensorflow"
+"""Ray's per-worker set-up hook: no TensorFlow in client workers."""
+
+
+def _load(component: str) -> Any:
+    """The object a ``module:attribute`` component string names."""
+    module, _, attribute = component.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def start_ray(address: str, num_cpus: int | None = None) -> bool:
@@ -48,7 +74,7 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
         configure_logging=True,
         runtime_env={
             "env_vars": {"PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            "worker_process_setup_hook": "clients.no_tensorflow.block_tensorflow",
+            "worker_process_setup_hook": WORKER_SETUP_HOOK,
         },
     )
     return True
@@ -190,8 +216,8 @@ def _import_flower() -> None:
     try:
         import flwr.simulation  # noqa: F401
 
-        import clients.client_app  # noqa: F401
-        import server.server_app  # noqa: F401
+        for component in (CLIENT_APP, SERVER_APP):
+            importlib.import_module(component.partition(":")[0])
     finally:
         if blocked and sys.modules.get("tensorflow", 0) is None:
             del sys.modules["tensorflow"]
@@ -204,9 +230,8 @@ def _run_flower(
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from clients.client_app import app as client_app
-    from server.server_app import run_server
-
+    client_app = _load(CLIENT_APP)
+    run_server = _load(SERVER_APP)
     rows: list[RoundRecord] = []
     server_app = ServerApp()
 

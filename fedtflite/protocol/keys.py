@@ -6,7 +6,7 @@ Flower's reply contract, per simulated client: a train reply holds one
 ``MetricRecord`` only. That is what every Flower strategy receives.
 
 On the wire, one message carries a *cohort* of clients
-(:mod:`fedtflite.simulation.cohorts`): its config lists them under
+(:mod:`fedtflite.algorithms.sampling`): its config lists them under
 :data:`COHORT`, and its reply holds either the cohort's pre-aggregated
 :data:`ARRAYS` and :data:`METRICS` or every client's own, keyed
 ``arrays.<client>`` / ``metrics.<client>`` (:func:`client_key`), plus a

@@ -16,6 +16,7 @@ from fedtflite.errors import ConfigError
 __all__ = ["ClientSettings"]
 
 _PREFIX = "run."
+_PARTITION = "run.partition."
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,10 @@ class ClientSettings:
         Its digest; a worker whose file differs refuses to train.
     partition_path : str
         ``partition.npz`` written by the server (client index arrays); a worker
-        that cannot read it recomputes the same partition from the spec.
-    partition_kind, num_clients, alpha, classes_per_client, shards_per_client,
-    min_partition_size, seed
-        The partition spec (see :class:`fedtflite.data.PartitionSpec`); ``seed``
-        also seeds each client's shuffling and local test split.
+        that cannot read it recomputes the same partition from ``partition``.
+    partition : PartitionSpec
+        The partition; its ``seed`` (the run's ``seed``) also seeds each
+        client's shuffling and local test split.
     client_test_fraction : float
         Share of a client's examples held out as its local test split.
     data_dir : str
@@ -51,13 +51,7 @@ class ClientSettings:
     model_path: str
     model_sha256: str
     partition_path: str
-    partition_kind: str
-    num_clients: int
-    alpha: float
-    classes_per_client: int
-    shards_per_client: int
-    min_partition_size: int
-    seed: int
+    partition: PartitionSpec
     client_test_fraction: float
     data_dir: str
     local_epochs: int
@@ -65,17 +59,13 @@ class ClientSettings:
     learning_rate: float
     state_dir: str
 
-    def partition_spec(self) -> PartitionSpec:
-        """The partition these settings describe (``partition_kind`` is its kind)."""
-        values = {
-            f.name: getattr(self, "partition_kind" if f.name == "kind" else f.name)
-            for f in fields(PartitionSpec)
-        }
-        return PartitionSpec(**values)
-
     def to_config(self) -> dict[str, Any]:
-        """Entries for a Flower ConfigRecord (keys prefixed ``run.``)."""
-        return {_PREFIX + k: v for k, v in asdict(self).items()}
+        """Entries for a Flower ConfigRecord (keys prefixed ``run.``; the
+        partition's ``run.partition.``)."""
+        values = {_PREFIX + k: v for k, v in asdict(self).items() if k != "partition"}
+        for k, v in asdict(self.partition).items():
+            values[_PARTITION + k] = v
+        return values
 
     @classmethod
     def from_config(cls, config: Any) -> ClientSettings:
@@ -87,7 +77,14 @@ class ClientSettings:
             A key is missing: the message did not come from fedtflite's ServerApp.
         """
         try:
-            values = {f.name: config[_PREFIX + f.name] for f in fields(cls)}
+            values: dict[str, Any] = {
+                f.name: config[_PREFIX + f.name]
+                for f in fields(cls)
+                if f.name != "partition"
+            }
+            values["partition"] = PartitionSpec(
+                **{f.name: config[_PARTITION + f.name] for f in fields(PartitionSpec)}
+            )
         except KeyError as e:
             raise ConfigError(
                 f"message config lacks {e.args[0]!r}: this ClientApp needs "

@@ -12,10 +12,10 @@ changes how a round's clients are *reached*, never how they are aggregated:
   ``np.random.default_rng([seed, round, phase])`` (Flower samples with the
   unseeded global ``random``), so a run depends on its seed only.
 - **How they travel.** The sample is split into cohorts
-  (:func:`~fedtflite.simulation.cohorts.split_cohorts`), one message per cohort
+  (:func:`~fedtflite.algorithms.sampling.split_cohorts`), one message per cohort
   to the federation's nodes in turn. Each reply is unpacked into what Flower's
-  strategy expects (:mod:`fedtflite.simulation.records`): one reply per client,
-  or for strategies in :data:`~fedtflite.simulation.cohorts.PRE_AGGREGATED` one
+  strategy expects (:mod:`fedtflite.protocol.keys`): one reply per client,
+  or for strategies in :data:`~fedtflite.algorithms.sampling.PRE_AGGREGATED` one
   pre-aggregated reply per cohort weighted by its examples (the same weighted
   mean), and one error reply per failed client.
 
@@ -43,13 +43,12 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.app.error import Error
-from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from fedtflite.algorithms.sampling import sample_clients, split_cohorts
 from fedtflite.devices import RoundTiming, VirtualRun
-from fedtflite.simulation import records
-from fedtflite.simulation.cohorts import sample_clients, split_cohorts
+from fedtflite.protocol import keys
+from fedtflite.protocol.replies import decode_reply, message_config
 
 __all__ = ["CohortSampling", "RoundStats"]
 
@@ -131,18 +130,13 @@ def _scalars(metrics: MetricRecord | None) -> dict[str, float]:
     }
 
 
-def _ids(status: ConfigRecord, key: str) -> list[int]:
-    value = status.get(key, [])
-    return [int(v) for v in value] if isinstance(value, list) else []
-
-
 class CohortSampling:
     """Mixin placed before a Flower strategy class (see the module docstring).
 
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
     ``num_clients``, ``cohort_size`` (0 = one cohort per node), ``per_client``
     (reply every client's update instead of a pre-aggregated cohort), ``stats``;
-    ``virtual`` (the run's :class:`~fedtflite.devices.VirtualRun`, None: sample
+    ``virtual`` (the run's :class:`~fedtflite.devices.VirtualRun`; None: sample
     every client uniformly and time nothing) is set by the server.
     ``round_offset`` (set by a resumed run) is added to the round numbers Flower's
     loop passes in, so that round ``k`` of a run resumed after round ``r`` is
@@ -174,8 +168,8 @@ class CohortSampling:
         content = template[0].content
         per_client = _record_bytes(content)
         if phase == _TRAIN and self.virtual is not None:
-            weights = content.array_records[records.ARRAYS].count_bytes()
-            up = weights * (2 if records.CONTROL in content.array_records else 1)
+            weights = content.array_records[keys.ARRAYS].count_bytes()
+            up = weights * (2 if keys.CONTROL in content.array_records else 1)
             plan, timing = self.virtual.plan_round(
                 server_round, len(template), per_client, up
             )
@@ -207,13 +201,11 @@ class CohortSampling:
         message_type = template[0].metadata.message_type
         out = []
         for k, cohort in enumerate(split_cohorts(chosen, self.cohort_size, len(nodes))):
-            config = ConfigRecord(dict(content.config_records[records.CONFIG]))
-            config[records.COHORT] = cohort
-            config[records.PER_CLIENT] = int(self.per_client)
-            if any(c in budget for c in cohort):
-                config[records.MAX_STEPS] = [budget.get(c, -1) for c in cohort]
-            rd = RecordDict({k: v for k, v in content.items() if k != records.CONFIG})
-            rd[records.CONFIG] = config
+            config = message_config(
+                content.config_records[keys.CONFIG], cohort, self.per_client, budget
+            )
+            rd = RecordDict({k: v for k, v in content.items() if k != keys.CONFIG})
+            rd[keys.CONFIG] = config
             out.append(
                 Message(
                     content=rd,
@@ -267,43 +259,23 @@ class CohortSampling:
             if reply.has_error():
                 s.errors.append(f"a cohort failed: {reply.error.reason}")
                 continue
-            status = reply.content.config_records.get(records.STATUS, ConfigRecord())
-            ok, failed = _ids(status, records.OK), _ids(status, records.FAILED)
-            errors = status.get(records.ERRORS, [])
-            reasons = errors if isinstance(errors, list) else []
-            ok_total += len(ok)
-            worker = str(status.get(records.WORKER, "?"))
-            s.workers[worker] = s.workers.get(worker, 0) + len(ok) + len(failed)
-            if status.get(records.TENSORFLOW, 0):
+            decoded = decode_reply(reply, train=train)
+            status = decoded.status
+            ok_total += len(status.ok)
+            worker = status.worker
+            s.workers[worker] = (
+                s.workers.get(worker, 0) + len(status.ok) + len(status.failed)
+            )
+            if status.tensorflow:
                 s.workers_with_tensorflow.add(worker)
             if train:
-                seconds = status.get(records.TOTAL_COMPUTE_SECONDS, 0.0)
-                s.compute_seconds += float(seconds) if isinstance(seconds, float) else 0
-            for cid, reason in zip(failed, reasons, strict=False):
-                s.errors.append(str(reason))
-                error = Error(
-                    code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(reason)
-                )
-                keyed.append((cid, Message(error, reply_to=reply)))
-            content = reply.content
-            if records.METRICS in content.metric_records:  # one pre-aggregated reply
-                if ok:
-                    rd = RecordDict({records.METRICS: content[records.METRICS]})
-                    if train:
-                        rd[records.ARRAYS] = content[records.ARRAYS]
-                        s.bytes_up += len(ok) * _record_bytes(rd)
-                    keyed.append((ok[0], Message(rd, reply_to=reply)))
-                continue
-            for cid in ok:
-                rd = RecordDict(
-                    {records.METRICS: content[records.client_key(records.METRICS, cid)]}
-                )
-                if train:
-                    rd[records.ARRAYS] = content[
-                        records.client_key(records.ARRAYS, cid)
-                    ]
-                    s.bytes_up += _record_bytes(rd)
-                keyed.append((cid, Message(rd, reply_to=reply)))
+                s.compute_seconds += status.total_compute_seconds
+            s.errors.extend(status.errors[: len(status.failed)])
+            for cid, message in decoded.replies:
+                if train and not message.has_error():
+                    copies = len(status.ok) if decoded.pre_aggregated else 1
+                    s.bytes_up += copies * _record_bytes(message.content)
+                keyed.append((cid, message))
         keyed.sort(key=lambda item: item[0])  # aggregation order = client order
         return [m for _, m in keyed], ok_total
 
@@ -359,5 +331,5 @@ class CohortSampling:
 
 
 def _num_examples(content: RecordDict) -> float:
-    value: Any = content[records.METRICS][records.NUM_EXAMPLES]
+    value: Any = content[keys.METRICS][keys.NUM_EXAMPLES]
     return float(value)

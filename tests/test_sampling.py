@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from fedtflite.simulation.cohorts import (
+from fedtflite.algorithms.sampling import (
     WeightedMean,
     flower_sample_size,
     sample_clients,
@@ -141,7 +141,7 @@ class _LateGrid:
 
 
 def test_a_round_waits_for_the_first_nodes_to_connect() -> None:
-    from server.cohorts import _wait_for_nodes
+    from server.messaging import _wait_for_nodes
 
     grid = _LateGrid()
     assert _wait_for_nodes(grid) == [11, 12]  # type: ignore[arg-type]

@@ -284,7 +284,7 @@ def run_sweep(
             shutil.rmtree(cell_dir)  # a partial run without checkpoint: round 0
         todo.append(cell)
     if jobs == 1:
-        from fedtflite.simulation import simulate
+        from fedtflite.orchestrator import simulate
 
         for cell in todo:
             start = time.perf_counter()

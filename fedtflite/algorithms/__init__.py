@@ -1,0 +1,4 @@
+"""Pure algorithms: client sampling, weighted means, SCAFFOLD's control variates.
+
+Arrays in, arrays out: no I/O, no Flower, no globals.
+"""
