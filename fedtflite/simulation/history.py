@@ -178,6 +178,15 @@ def read_history(path: Path) -> list[RoundRecord]:
         ]
 
 
+_TIME_UNITS = (
+    ("s", 1.0, 600.0),
+    ("min", 60.0, 36_000.0),
+    ("h", 3600.0, 10 * 86_400.0),
+    ("d", 86_400.0, math.inf),
+)
+"""The virtual-time axis' unit: ``(name, seconds, up to this many seconds)``."""
+
+
 class AccuracyPlot:
     """Draws ``accuracy.png`` at the end: test accuracy and loss per round, and
     test accuracy against the virtual clock (dotted: the targets crossed)."""
@@ -212,12 +221,19 @@ class AccuracyPlot:
         ax2.grid(alpha=0.3)
         ax2.legend()
         evaluated = [row for row in self.rows if not math.isnan(row.test_accuracy)]
-        hours = [row.virtual_clock / 3600 for row in evaluated]
-        ax3.plot(hours, [row.test_accuracy for row in evaluated], "o-")
+        end = max((row.virtual_clock for row in self.rows), default=0.0)
+        unit, scale = next(
+            (u, k) for u, k, most in _TIME_UNITS if end <= most or u == "d"
+        )
+        ax3.plot(
+            [row.virtual_clock / scale for row in evaluated],
+            [row.test_accuracy for row in evaluated],
+            "o-",
+        )
         for c in crossings(self.rows):
             ax3.axhline(c.target, color="grey", lw=0.5, ls=":")
         ax3.set(
-            xlabel="virtual time (h)",
+            xlabel=f"virtual time ({unit})",
             ylabel="central test accuracy",
             title="accuracy on the virtual clock",
         )

@@ -7,13 +7,16 @@ fails the test. The partition cases load the real Fashion-MNIST.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-import fedtflite.orchestrator.simulate as run_module
 from fedtflite.cli import main
+
+# the module, not fedtflite.orchestrator's `simulate` function of the same name
+run_module = importlib.import_module("fedtflite.orchestrator.simulate")
 
 pytestmark = pytest.mark.integration
 
