@@ -1,4 +1,4 @@
-"""Process memory from ``/proc`` (Linux only): peak RSS of a process tree.
+"""Process memory and CPU time from ``/proc`` (Linux only), of a process tree.
 
 Peak RSS is each process's high-water mark (``VmHWM``). Flower's client actors
 are the Ray processes titled ``ray::ClientAppActor``; a process "imports
@@ -11,7 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["descendants", "memory_snapshot", "peak_rss_mb"]
+__all__ = [
+    "client_actors",
+    "cpu_seconds",
+    "descendants",
+    "memory_snapshot",
+    "peak_rss_mb",
+]
 
 ACTOR_TITLE = "ray::ClientAppActor"
 
@@ -45,6 +51,21 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the ")"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_actors() -> list[int]:
+    """Flower's client actor processes below this one."""
+    return [p for p in descendants(os.getpid()) if _is_client_actor(p)]
+
+
 def _is_client_actor(pid: int) -> bool:
     try:
         return (
@@ -70,7 +91,7 @@ def memory_snapshot() -> dict[str, Any]:
     """
     me = os.getpid()
     tree = descendants(me)
-    actors = [p for p in tree if _is_client_actor(p)]
+    actors = client_actors()
     return {
         "peak_rss_mb": sum(peak_rss_mb(p) for p in tree),
         "driver_peak_rss_mb": peak_rss_mb(me),

@@ -25,13 +25,15 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from benchmarks.floor import physical_floor
 from clients.client_app import train
+from fedtflite.protocol import keys
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import load_config, records
+from fedtflite.simulation import load_config
 from fedtflite.simulation.prepare import PreparedRun, prepare_run
 
 _PARTS = {  # cProfile function name -> part of the table
@@ -59,20 +61,21 @@ def _message(run: PreparedRun, cohort: list[int], server_round: int) -> Message:
     )
     config = ConfigRecord(run.settings.to_config())
     config["server-round"] = server_round
-    config[records.COHORT] = cohort
-    config[records.PER_CLIENT] = 0
-    content = RecordDict({records.ARRAYS: arrays, records.CONFIG: config})
+    config[keys.COHORT] = cohort
+    config[keys.PER_CLIENT] = 0
+    content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
     return Message(content=content, message_type="train", dst_node_id=1)
 
 
-def profile_cohort(
-    clients: int, registered: int
-) -> tuple[pstats.Stats, float, float, float]:
-    """Profile one warm cohort message.
+def profile_cohort(clients: int, registered: int) -> dict[str, Any]:
+    """Profile one warm cohort message, then time it against its physical floor.
 
-    Returns the profile, the message's wall time under the profiler and without
-    it (the median of three further messages), and the physical floor of its
-    clients (median of three).
+    Returns the profile (``stats``, in CPU time), the message's CPU time under
+    the profiler (``profiled``) and, the median of three interleaved repeats,
+    its wall and CPU time without the profiler (``wall``, ``cpu``) and the
+    physical floor of its clients in wall and CPU time (``floor_wall``,
+    ``floor_cpu``). CPU time (``time.process_time``) is the steadier figure on
+    a loaded machine.
     """
     _flower_task()
     config = load_config(
@@ -89,6 +92,7 @@ def profile_cohort(
             "seed=0",
         ],
     )
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="fedtflite-profile-") as tmp:
         run = prepare_run(config, Path(tmp) / "run")
         cohort = list(range(clients))
@@ -97,24 +101,27 @@ def profile_cohort(
         )
         train(_message(run, cohort, 1), context)  # warm-up: worker, splits
         msg = _message(run, cohort, 2)
-        profiler = cProfile.Profile()
-        start = time.perf_counter()
+        # CPU time: what the process did, not what the machine's load added
+        profiler = cProfile.Profile(time.process_time)
+        start = time.process_time()
         profiler.runcall(train, msg, context)
-        profiled = time.perf_counter() - start
+        profiled = time.process_time() - start
         model = Path(run.settings.model_path).read_bytes()
         sizes = [60_000 // registered] * clients
-        walls, floors = [], []
         for _ in range(3):  # interleaved, so both see the same load
-            start = time.perf_counter()
-            train(msg, context)
-            walls.append(time.perf_counter() - start)
-            floors.append(physical_floor(model, sizes, epochs=1, batch_size=32))
-    return (
-        pstats.Stats(profiler),
-        profiled,
-        statistics.median(walls),
-        statistics.median(floors),
-    )
+            for name, clock in (
+                ("wall", time.perf_counter),
+                ("cpu", time.process_time),
+            ):
+                start = clock()
+                train(msg, context)
+                times.setdefault(name, []).append(clock() - start)
+                floor = physical_floor(
+                    model, sizes, epochs=1, batch_size=32, clock=clock
+                )
+                times.setdefault("floor_" + name, []).append(floor)
+    result: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
+    return {**result, "stats": pstats.Stats(profiler), "profiled": profiled}
 
 
 def by_part(stats: pstats.Stats, wall: float) -> dict[str, float]:
@@ -137,16 +144,19 @@ def main() -> None:
     p.add_argument("--registered", type=int, default=1000)
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
-    stats, wall, plain, floor = profile_cohort(args.clients, args.registered)
+    r = profile_cohort(args.clients, args.registered)
+    stats, wall = r["stats"], r["profiled"]
     print(
-        f"cohort of {args.clients} clients: {plain:.3f} s, physical floor "
-        f"{floor:.3f} s (ratio {plain / floor:.2f}); under cProfile {wall:.3f} s"
+        f"cohort of {args.clients} clients: wall {r['wall']:.3f} s against a physical "
+        f"floor of {r['floor_wall']:.3f} s ({r['wall'] / r['floor_wall']:.2f}x); CPU "
+        f"{r['cpu']:.3f} s against {r['floor_cpu']:.3f} s "
+        f"({r['cpu'] / r['floor_cpu']:.2f}x); CPU under cProfile {wall:.3f} s"
     )
     print("| part | s | % of the message |\n|---|---:|---:|")
     for part, seconds in by_part(stats, wall).items():
         print(f"| {part} | {seconds:.3f} | {100 * seconds / wall:.0f} |")
     out = io.StringIO()
-    stats.stream = out  # type: ignore[attr-defined]
+    stats.stream = out
     stats.sort_stats("tottime").print_stats(args.top)
     print(out.getvalue())
 

@@ -36,19 +36,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.floor import physical_floor
-from benchmarks.procfs import memory_snapshot
+from benchmarks.procfs import client_actors, cpu_seconds, memory_snapshot
 from fedtflite.algorithms.sampling import flower_sample_size, sample_clients
 from fedtflite.data import load_fashion_mnist, split_local_test
 from fedtflite.data.partition_file import load_partition
@@ -71,6 +73,44 @@ class _Memory:
     def on_round(self, record: RoundRecord) -> None:
         if record.round == self.last_round:
             self.result = memory_snapshot()
+
+    def on_end(self) -> None:
+        pass
+
+
+class _Cpu:
+    """CPU seconds per round: the driver (this process, every thread: Flower's
+    server and engine, our strategy) and each client actor (from ``/proc``, in
+    10 ms ticks). Unlike wall time, CPU time hardly depends on what else the
+    machine runs."""
+
+    def __init__(self) -> None:
+        self.rounds: dict[int, tuple[float, float, float]] = {}
+        self._actors: list[int] = []
+        self._last: tuple[float, dict[int, float]] | None = None
+
+    def on_round(self, record: RoundRecord) -> None:
+        self._actors = self._actors or client_actors()
+        now = (time.process_time(), {p: cpu_seconds(p) for p in self._actors})
+        if self._last is not None:
+            driver = now[0] - self._last[0]
+            work = [c - self._last[1].get(p, 0.0) for p, c in now[1].items()]
+            self.rounds[record.round] = (driver, max(work, default=0.0), sum(work))
+        self._last = now
+
+    def steady(self, last: int) -> dict[str, float]:
+        """Medians over rounds 2..last-1: driver, busiest worker, all workers."""
+        rows = [v for r, v in self.rounds.items() if 2 <= r < last] or list(
+            self.rounds.values()
+        )
+        if not rows:
+            return {}
+        driver, busiest, total = (statistics.median(c) for c in zip(*rows, strict=True))
+        return {
+            "driver_cpu_s": driver,
+            "worker_cpu_s": busiest,
+            "workers_cpu_s": total,
+        }
 
     def on_end(self) -> None:
         pass
@@ -144,19 +184,27 @@ def measure_floor(config: SimulationConfig, run_dir: Path, server_round: int) ->
 
 
 def measure_physical_floor(
-    config: SimulationConfig, run_dir: Path, server_round: int
+    config: SimulationConfig,
+    run_dir: Path,
+    server_round: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     """Seconds of one round's clients as bare LiteRT ``Invoke`` calls, one process.
 
     The *physical* floor (:func:`benchmarks.floor.physical_floor`): the same
     clients' example counts, full-batch steps with inputs prepared and tensors
-    allocated once; the median of three repeats.
+    allocated once; the median of three repeats, timed by ``clock`` (wall
+    time, or ``time.process_time`` for CPU time).
     """
     sizes = [len(y) for _, _, y in _round_clients(config, run_dir, server_round)]
     data = (run_dir / "model.tflite").read_bytes()
     return statistics.median(
         physical_floor(
-            data, sizes, epochs=config.local_epochs, batch_size=config.batch_size
+            data,
+            sizes,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            clock=clock,
         )
         for _ in range(3)
     )
@@ -170,12 +218,16 @@ def _steady(rows: tuple[RoundRecord, ...]) -> float:
 def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
     """One fedtflite run at ``k`` clients per round, with its floor and memory."""
     config = _overhead_config(k, rounds, epochs)
-    memory = _Memory(rounds)
+    memory, cpu = _Memory(rounds), _Cpu()
     run_dir = out / f"k{k}-e{epochs}"
-    history = simulate(config, run_dir, callbacks=[memory], progress=False)
+    history = simulate(config, run_dir, callbacks=[memory, cpu], progress=False)
     floor = measure_floor(config, run_dir, server_round=2) / _workers()
     physical = measure_physical_floor(config, run_dir, server_round=2) / _workers()
+    physical_cpu = (
+        measure_physical_floor(config, run_dir, 2, clock=time.process_time) / _workers()
+    )
     steady = _steady(history.rounds)
+    cpu_row = cpu.steady(rounds)
     middle = history.rounds[2:-1] or history.rounds[1:]
     return {
         "clients_per_round": k,
@@ -187,6 +239,10 @@ def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
         "ratio": steady / floor,
         "physical_floor_s": physical,
         "physical_ratio": steady / physical,
+        **cpu_row,
+        "physical_floor_cpu_s": physical_cpu,
+        "worker_cpu_ratio": cpu_row.get("worker_cpu_s", math.nan) / physical_cpu,
+        "load": os.getloadavg()[0],
         "first_round_s": history.rounds[1].seconds,
         "compute_s": statistics.median(r.client_compute_seconds for r in middle),
         "messages": history.rounds[2].messages,
@@ -364,6 +420,11 @@ def main() -> None:
                     "ratio": "round / runtime floor",
                     "physical_floor_s": "physical floor (s)",
                     "physical_ratio": "round / physical floor",
+                    "worker_cpu_s": "busiest worker CPU (s)",
+                    "physical_floor_cpu_s": "physical floor CPU (s)",
+                    "worker_cpu_ratio": "worker CPU / floor CPU",
+                    "driver_cpu_s": "driver CPU (s)",
+                    "load": "load",
                     "first_round_s": "round 1 (s)",
                     "worker_peak_rss_mb": "worker peak RSS (MiB)",
                     "peak_rss_mb": "run peak RSS (MiB)",

@@ -40,6 +40,7 @@ from fedtflite.protocol.replies import (
     TrainReplyEncoder,
     arrays_of,
     evaluate_reply,
+    personalize_reply,
     step_budgets,
 )
 from fedtflite.protocol.settings import ClientSettings
@@ -168,3 +169,17 @@ def evaluate(msg: Message, context: Context) -> Message:
             correct += r.accuracy * r.num_examples
     content = evaluate_reply(run.status(), n_total, loss_sum, correct)
     return Message(content=content, reply_to=msg)
+
+
+@app.evaluate(keys.PERSONALIZE)
+def personalize(msg: Message, context: Context) -> Message:
+    """After the last round: each client of the cohort fine-tunes the global
+    model on its own data, evaluated before and after (one MetricRecord each)."""
+    worker, config, cohort, global_weights = _setup(msg)
+    epochs = config[keys.PERSONALIZE_EPOCHS]
+    assert isinstance(epochs, int)
+    run = _Cohort(cohort)
+    results = [
+        r for _, r in run.run(lambda c: worker.personalize(c, global_weights, epochs))
+    ]
+    return Message(content=personalize_reply(run.status(), results), reply_to=msg)

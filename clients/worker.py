@@ -29,6 +29,7 @@ from fedtflite.data import (
 )
 from fedtflite.data.partition_file import load_partition
 from fedtflite.errors import ConfigError, ModelFileError
+from fedtflite.personalization import PersonalResult, personalize_client
 from fedtflite.protocol.settings import ClientSettings
 from fedtflite.runtime import ClientModel, EvalResult
 
@@ -128,9 +129,9 @@ class Worker:
 
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
         """A client's shuffling stream in a round, from ``(seed, round, client)``."""
-        return np.random.default_rng(
-            [self.settings.partition.seed, server_round, client_id]
-        )
+        # what default_rng builds, minus its wrapper (~15 us a client)
+        seed = [self.settings.partition.seed, server_round, client_id]
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
 
     def train(
         self,
@@ -207,6 +208,26 @@ class Worker:
             result.loss,
             result.accuracy,
             time.perf_counter() - start,
+        )
+
+    def personalize(
+        self, client_id: int, global_weights: Sequence[np.ndarray], epochs: int
+    ) -> PersonalResult:
+        """One client's fine-tuning of the global weights on its own training
+        split, evaluated before and after on its local test split
+        (:func:`fedtflite.personalization.personalize_client`)."""
+        data = self.client_data(client_id)
+        s = self.settings
+        return personalize_client(
+            self.model,
+            client_id,
+            global_weights,
+            (data.train_images, data.train_labels),
+            (data.test_images, data.test_labels),
+            epochs=epochs,
+            batch_size=s.batch_size,
+            learning_rate=s.learning_rate,
+            seed=s.partition.seed,
         )
 
     def _state_path(self, client_id: int) -> Path:

@@ -279,6 +279,62 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_personalize(args: argparse.Namespace) -> int:
+    from fedtflite.data import load_train_uint8
+    from fedtflite.data.partition_file import load_partition
+    from fedtflite.export import load_finished_run
+    from fedtflite.personalization import (
+        CSV_FILE,
+        PLOT_FILE,
+        choose_clients,
+        personalize_offline,
+        plot_personalization,
+        summarize,
+        summary_line,
+        write_personalization,
+    )
+    from fedtflite.runtime import ClientModel
+    from fedtflite.simulation import load_config
+
+    if args.epochs < 1 or args.clients < 0:
+        raise ConfigError(
+            f"--epochs {args.epochs} --clients {args.clients}: expected epochs >= 1 "
+            "and clients >= 0 (0: every client)"
+        )
+    run = load_finished_run(args.run_dir)
+    config = load_config(run.run_dir / "config.toml")
+    model = ClientModel(run.model_bytes)
+    try:
+        parts = load_partition(run.run_dir / "partition.npz", config.partition_spec())
+    except OSError as e:
+        raise ConfigError(f"{run.run_dir}/partition.npz: {e.strerror}") from None
+    images, labels = load_train_uint8(config.data_dir or None)
+    clients = choose_clients(config.num_clients, args.clients, config.seed)
+    results = personalize_offline(
+        model,
+        run.weights,
+        parts,
+        images,
+        labels,
+        clients,
+        client_test_fraction=config.client_test_fraction,
+        seed=config.seed,
+        epochs=args.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
+    )
+    write_personalization(results, run.run_dir / CSV_FILE)
+    plot_personalization(
+        results,
+        run.run_dir / PLOT_FILE,
+        f"{config.model} · {config.strategy} · {config.partitioner} · "
+        f"{args.epochs} epoch(s)",
+    )
+    print(summary_line(summarize(results), args.epochs))
+    print(f"wrote {run.run_dir / CSV_FILE} and {run.run_dir / PLOT_FILE}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from fedtflite.data import download_fashion_mnist, find_data_dir, load_fashion_mnist
 
@@ -441,6 +497,21 @@ def _parser() -> argparse.ArgumentParser:
         "--report", type=Path, default=None, help="also write the table (Markdown)"
     )
     e.set_defaults(func=_cmd_export)
+
+    z = sub.add_parser(
+        "personalize",
+        help="fine-tune a finished run's global model on each client's own data "
+        "and compare (personalization.csv/.png)",
+    )
+    z.add_argument("run_dir", type=Path, help="a finished run directory")
+    z.add_argument("--epochs", type=int, required=True, help="local epochs (>= 1)")
+    z.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="how many clients, drawn with the run's seed (default 0: every client)",
+    )
+    z.set_defaults(func=_cmd_personalize)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])

@@ -15,7 +15,8 @@ changes how a round's clients are *reached*, never how they are aggregated:
   (:func:`~fedtflite.algorithms.sampling.split_cohorts`), one message per cohort
   to the federation's nodes in turn. Each reply is unpacked into what Flower's
   strategy expects (:mod:`fedtflite.protocol.keys`): one reply per client,
-  or for strategies in :data:`~fedtflite.algorithms.sampling.PRE_AGGREGATED` one
+  or for strategies whose spec says ``pre_aggregated``
+  (:mod:`fedtflite.simulation.strategy_registry`) one
   pre-aggregated reply per cohort weighted by its examples (the same weighted
   mean), and one error reply per failed client.
 

@@ -37,6 +37,7 @@ from fedtflite.simulation.history import (
     crossings,
 )
 from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from server.personalize import personalize_run
 from server.strategies import (
     RoundStats,
     load_strategy_state,
@@ -192,7 +193,7 @@ def run_server(
         grid.pull_interval = 0.005
     train_config = ConfigRecord(run.settings.to_config())
     try:
-        strategy.start(
+        result = strategy.start(
             grid=grid,
             initial_arrays=arrays,
             num_rounds=config.num_rounds - done,
@@ -200,6 +201,9 @@ def run_server(
             evaluate_config=ConfigRecord(run.settings.to_config()),
             evaluate_fn=central_evaluation,
         )
+        if config.personalize_epochs:
+            final = [result.arrays[n].numpy() for n in names]
+            personalize_run(grid, run, names, final)
     finally:
         for cb in cbs:
             cb.on_end()

@@ -20,21 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "PRE_AGGREGATED",
     "WeightedMean",
     "flower_sample_size",
     "sample_clients",
     "split_cohorts",
 ]
-
-PRE_AGGREGATED = frozenset(
-    {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
-)
-"""Strategies whose ``aggregate_train`` is Flower's example-weighted mean of the
-replies (FedAvgM and the FedOpt family then apply a server optimizer to it), so a
-cohort's weighted mean with its summed weight aggregates exactly like its
-clients' individual replies. The others (median, trimmed mean, Krum, q-FFL,
-SCAFFOLD) get one update per client."""
 
 
 def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:
@@ -111,6 +101,7 @@ class WeightedMean:
 
     def __init__(self) -> None:
         self._sum: list[np.ndarray] | None = None
+        self._scaled: list[np.ndarray] = []  # w_i * arrays_i, reused per client
         self._dtypes: list[np.dtype[np.generic]] = []
         self.total_weight = 0.0
         self.count = 0
@@ -121,12 +112,14 @@ class WeightedMean:
             # np.array copies; 0-d arrays stay arrays, so += below updates them
             # in place (an array times a float would be a numpy scalar).
             self._sum = [np.array(a) for a in arrays]
+            self._scaled = [np.empty_like(acc) for acc in self._sum]
             self._dtypes = [acc.dtype for acc in self._sum]
             for acc in self._sum:
                 acc *= acc.dtype.type(weight)
         else:
-            for acc, a in zip(self._sum, arrays, strict=True):
-                np.add(acc, a * acc.dtype.type(weight), out=acc)
+            for acc, tmp, a in zip(self._sum, self._scaled, arrays, strict=True):
+                np.multiply(a, acc.dtype.type(weight), out=tmp)
+                np.add(acc, tmp, out=acc)
         self.total_weight += weight
         self.count += 1
 

@@ -18,6 +18,8 @@ replies above before a Flower strategy sees them.
 from __future__ import annotations
 
 __all__ = [
+    "ACC_GLOBAL",
+    "ACC_PERSONAL",
     "ARRAYS",
     "COHORT",
     "COMPUTE_SECONDS",
@@ -28,10 +30,14 @@ __all__ = [
     "EVAL_ACCURACY",
     "EVAL_LOSS",
     "FAILED",
+    "LOSS_GLOBAL",
+    "LOSS_PERSONAL",
     "MAX_STEPS",
     "METRICS",
     "NUM_EXAMPLES",
     "OK",
+    "PERSONALIZE",
+    "PERSONALIZE_EPOCHS",
     "PER_CLIENT",
     "PROXIMAL_MU",
     "STATUS",
@@ -85,6 +91,18 @@ CONTROL_DELTA_PREFIX = "dc."
 """SCAFFOLD: prefix of the control deltas' keys (``dc.a0`` ...) in a train reply."""
 PROXIMAL_MU = "proximal-mu"
 """FedProx: the proximal coefficient Flower's ``FedProx`` puts in the train config."""
+
+
+PERSONALIZE = "personalize"
+"""Action of the personalization messages (message type ``evaluate.personalize``)
+sent after the last round; their config holds :data:`PERSONALIZE_EPOCHS`, and
+their reply one MetricRecord per client (``metrics.<client>``) with
+:data:`NUM_EXAMPLES` (local test examples) and the four metrics below."""
+PERSONALIZE_EPOCHS = "personalize-epochs"
+ACC_GLOBAL = "acc-global"
+ACC_PERSONAL = "acc-personal"
+LOSS_GLOBAL = "loss-global"
+LOSS_PERSONAL = "loss-personal"
 
 
 def client_key(record: str, client_id: int) -> str:

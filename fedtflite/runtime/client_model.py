@@ -104,9 +104,13 @@ class _Runner:
     subgraph's tensors on every call; a client calls ``restore``, ``train`` (per
     batch) and ``parameters`` with the same shapes over and over, so this runner
     resizes and allocates only when an input's shape changes (~0.1 ms a call,
-    a third of a small model's ``train`` step). The calls it makes are the
-    ``SignatureRunner``'s own; if this LiteRT lacks the attributes it uses, it
-    falls back to the ``SignatureRunner``.
+    a third of a small model's ``train`` step). :meth:`buffers` keeps one set of
+    input arrays per shape, so a batch is gathered into memory that already
+    exists and then copied into the tensors once. (Not into the tensors
+    themselves: LiteRT may move them on the first ``Invoke`` after an
+    allocation, when it applies its default delegate.) The calls it makes are
+    the ``SignatureRunner``'s own; if this LiteRT lacks the attributes it uses,
+    it falls back to the ``SignatureRunner``.
     """
 
     def __init__(self, interpreter: Any, key: str):
@@ -120,6 +124,7 @@ class _Runner:
             self._wrapper = None
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._allocated = False
+        self._buffers: dict[tuple[tuple[str, tuple[int, ...]], ...], Any] = {}
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         w = self._wrapper
@@ -141,6 +146,20 @@ class _Runner:
             w.SetTensor(self._inputs[name], value, sub)
         w.Invoke(sub)
         return {name: w.GetTensor(index, sub) for name, index in self._outputs}
+
+    def buffers(
+        self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype[Any]]
+    ) -> dict[str, np.ndarray]:
+        """Input arrays of these shapes, made once per shape and then reused.
+
+        Their content is whatever the previous user left: fill every row.
+        """
+        key = tuple(shapes.items())
+        found: dict[str, np.ndarray] | None = self._buffers.get(key)
+        if found is None:
+            found = {name: np.zeros(s, dtypes[name]) for name, s in shapes.items()}
+            self._buffers[key] = found
+        return found
 
 
 class ClientModel:
@@ -192,6 +211,15 @@ class ClientModel:
             else None
         )
         self._names = [p.name for p in self.contract.parameters]
+        c = self.contract
+        self._train_dtypes: dict[str, np.dtype[Any]] = {
+            "x": np.dtype(np.float32),
+            "y": np.dtype(c.label_dtype),
+            "mask": np.dtype(np.float32),
+            **{t.name: t.dtype for t in c.noise},
+        }
+        # one-hot rows by class id, built once (a client's labels index it)
+        self._one_hot = np.eye(c.num_classes, dtype=np.float32)
 
     # -- weights ---------------------------------------------------------------
 
@@ -207,7 +235,9 @@ class ClientModel:
         weights = [out[n] for n in self._names]
         if check_finite:
             for name, w in zip(self._names, weights, strict=True):
-                if not np.isfinite(w).all():
+                # a NaN or inf anywhere makes the sum non-finite (one pass, no
+                # mask array); a finite array can overflow it, so check then
+                if not np.isfinite(w.sum()) and not np.isfinite(w).all():
                     bad = int(np.size(w) - np.isfinite(w).sum())
                     raise NonFiniteError(
                         f"{self.contract.source}: parameter {name} holds {bad} "
@@ -331,7 +361,7 @@ class ClientModel:
                 f"has {c.num_classes} classes (0..{c.num_classes - 1})"
             )
         if c.one_hot_labels:
-            one_hot: np.ndarray = np.eye(c.num_classes, dtype=np.float32)[labels]
+            one_hot: np.ndarray = self._one_hot[labels]
             return one_hot
         return labels.astype(c.label_dtype)
 
@@ -405,7 +435,6 @@ class ClientModel:
         budget = math.inf if max_steps is None else max_steps
         start = time.perf_counter()
         total, steps, trained = 0.0, 0, 0
-        mask_full = np.ones(batch_size, np.float32) if c.has_mask else None
         for epoch in range(1, epochs + 1):
             if steps >= budget:
                 break
@@ -415,10 +444,7 @@ class ClientModel:
                     break
                 idx = order[s : s + batch_size]
                 real = len(idx)
-                feed = self._batch(x_all, y_all, idx, order, mask_full)
-                for t in c.noise:  # fresh uniform draws per step (dropout masks)
-                    rows = len(feed["x"]) if t.shape[0] < 0 else t.shape[0]
-                    feed[t.name] = rng.random((rows, *t.shape[1:]), np.float32)
+                feed = self._batch(x_all, y_all, idx, order, rng)
                 loss = float(self._train(**feed)["loss"])
                 if not np.isfinite(loss):
                     raise NonFiniteError(
@@ -438,25 +464,37 @@ class ClientModel:
         y_all: np.ndarray,
         idx: np.ndarray,
         order: np.ndarray,
-        mask_full: np.ndarray | None,
+        rng: np.random.Generator,
     ) -> dict[str, np.ndarray]:
-        fixed = self.contract.train_batch
+        """One step's ``train`` inputs, in buffers reused from step to step.
+
+        A fixed-batch model's partial batch is zero-padded and masked out when
+        the model has a ``mask``, else filled with the epoch's first examples.
+        Then one uniform draw per ``noise`` input, in order, from ``rng``.
+        """
+        c = self.contract
+        rows = c.train_batch or len(idx)
+        if len(idx) < rows and not c.has_mask:  # fill with the epoch's first
+            idx = np.concatenate([idx, np.resize(order, rows - len(idx))])
         real = len(idx)
-        if fixed is None or real == fixed:
-            feed = {"x": x_all[idx], "y": y_all[idx]}
-            if mask_full is not None:
-                feed["mask"] = mask_full
-            return feed
-        if mask_full is None:  # no mask: fill with the epoch's first examples
-            fill = np.resize(order, fixed - real)
-            idx = np.concatenate([idx, fill])
-            return {"x": x_all[idx], "y": y_all[idx]}
-        x = np.zeros((fixed, *x_all.shape[1:]), np.float32)
-        y = np.zeros((fixed, *y_all.shape[1:]), y_all.dtype)
-        x[:real], y[:real] = x_all[idx], y_all[idx]
-        mask = np.zeros(fixed, np.float32)
-        mask[:real] = 1.0
-        return {"x": x, "y": y, "mask": mask}
+        shapes = {"x": (rows, *x_all.shape[1:]), "y": (rows, *y_all.shape[1:])}
+        if c.has_mask:
+            shapes["mask"] = (rows,)
+        for t in c.noise:
+            shapes[t.name] = (rows if t.shape[0] < 0 else t.shape[0], *t.shape[1:])
+        feed = self._train.buffers(shapes, self._train_dtypes)
+        # mode="clip": ``take`` writes straight into ``out`` (indices are valid)
+        np.take(x_all, idx, axis=0, out=feed["x"][:real], mode="clip")
+        np.take(y_all, idx, axis=0, out=feed["y"][:real], mode="clip")
+        if real < rows:  # zero padding, masked out
+            feed["x"][real:] = 0
+            feed["y"][real:] = 0
+        if c.has_mask:
+            feed["mask"][:real] = 1
+            feed["mask"][real:] = 0
+        for t in c.noise:  # fresh uniform draws per step (dropout masks)
+            rng.random(dtype=np.float32, out=feed[t.name])
+        return feed
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """``infer`` outputs for ``images``: logits (else probabilities)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from fedtflite.errors import CheckpointError
 from fedtflite.simulation.history import RoundRecord, read_history
+from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -232,7 +233,7 @@ def resume_point(
     check_resumable(checkpoint, config, len(rows), path)
     state_dir = run_dir / "client_state"
     if (
-        config.get("strategy") == "scaffold"
+        _keeps_client_state(config.get("strategy"))
         and checkpoint.round > 0
         and not any(state_dir.glob("client_*.npz"))
     ):
@@ -242,3 +243,8 @@ def resume_point(
             "run from round 0 (without resume)"
         )
     return checkpoint, tuple(rows[: checkpoint.round + 1])
+
+
+def _keeps_client_state(strategy: object) -> bool:
+    spec = STRATEGIES.get(strategy) if isinstance(strategy, str) else None
+    return spec is not None and spec.client_state

@@ -23,6 +23,7 @@ from fedtflite.devices.profiles import parse_devices
 from fedtflite.devices.rounds import STRAGGLER_POLICIES
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
+from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
     "PARTITIONERS",
@@ -34,19 +35,6 @@ __all__ = [
     "parse_overrides",
 ]
 
-STRATEGIES = (
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "qfedavg",
-    "scaffold",
-)
 PARTITIONERS = PARTITION_KINDS
 
 
@@ -99,6 +87,14 @@ class SimulationConfig:
         ``dirichlet``: resample until every client has at least this many.
     client_test_fraction : float
         Share of each client's examples kept as its local test split.
+    personalize_epochs : int
+        After the last round, each chosen client fine-tunes the global model
+        this many local epochs and is evaluated before and after on its local
+        test split (``personalize-epochs``; 0, the default, turns it off). See
+        :mod:`fedtflite.personalization`.
+    personalize_clients : int
+        How many clients personalize, drawn with ``seed``
+        (``personalize-clients``; 0, the default: every client).
     strategy : str
         One of :data:`STRATEGIES`: Flower's own implementations, and
         ``scaffold`` (:mod:`server.scaffold`; Flower ships none).
@@ -174,6 +170,8 @@ class SimulationConfig:
     shards_per_client: int = 2
     min_partition_size: int = 10
     client_test_fraction: float = 0.2
+    personalize_epochs: int = 0
+    personalize_clients: int = 0
     strategy: str = "fedavg"
     server_learning_rate: float = 1.0
     server_momentum: float = 0.9
@@ -262,6 +260,17 @@ def _validate(c: SimulationConfig) -> None:
             f"expected 1..num-clients ({c.num_clients})",
         )
     _check(c.local_epochs >= 1, "local-epochs", c.local_epochs, "expected >= 1")
+    for key, v in (
+        ("personalize-epochs", c.personalize_epochs),
+        ("personalize-clients", c.personalize_clients),
+    ):
+        _check(v >= 0, key, v, "expected >= 0 (0: off / every client)")
+    _check(
+        c.personalize_clients <= c.num_clients,
+        "personalize-clients",
+        c.personalize_clients,
+        f"expected at most num-clients = {c.num_clients} (0: every client)",
+    )
     _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
     _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
     _check(

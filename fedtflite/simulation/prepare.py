@@ -34,6 +34,7 @@ from fedtflite.runtime import ClientModel
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
 from fedtflite.simulation.history import RoundRecord
+from fedtflite.simulation.strategy_registry import strategy_spec
 
 __all__ = ["PreparedRun", "default_run_dir", "prepare_run", "resolve_model"]
 
@@ -95,6 +96,7 @@ def resolve_model(config: SimulationConfig) -> bytes:
 
     Built models are cached on disk (TensorFlow is imported on a cache miss only).
     """
+    proximal, scaffold = _build_flags(config)
     if config.model in ARCHITECTURES:
         spec = ModelSpec(
             architecture=config.model,
@@ -111,8 +113,8 @@ def resolve_model(config: SimulationConfig) -> bytes:
                 if ARCHITECTURES[config.model].needs_static_batch
                 else None
             ),
-            proximal=config.strategy == "fedprox",
-            scaffold=config.strategy == "scaffold",
+            proximal=proximal,
+            scaffold=scaffold,
         )
         return cached_model(spec)
     path = Path(config.model)
@@ -125,32 +127,34 @@ def resolve_model(config: SimulationConfig) -> bytes:
         return cached_keras_model(
             path,
             batch_size=config.batch_size,
-            proximal=config.strategy == "fedprox",
-            scaffold=config.strategy == "scaffold",
+            proximal=proximal,
+            scaffold=scaffold,
         )
     return path.read_bytes()
 
 
-_ON_DEVICE = {
-    "fedprox": ("set_proximal_mu", "--proximal"),
-    "scaffold": ("set_correction", "--scaffold"),
-}
+def _build_flags(config: SimulationConfig) -> tuple[bool, bool]:
+    """``proximal`` and ``scaffold`` of the model build, from the strategy's spec."""
+    flag = strategy_spec(config.strategy).build_flag
+    return flag == "proximal", flag == "scaffold"
 
 
 def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) -> None:
     """FedProx and SCAFFOLD run inside the model: it needs their signatures."""
-    if config.strategy not in _ON_DEVICE:
+    spec = strategy_spec(config.strategy)
+    signature = spec.device_signature
+    if signature is None:
         return
-    signature, flag = _ON_DEVICE[config.strategy]
     if signature not in model.contract.extra_signatures:
         raise ConfigError(
             f"strategy = {config.strategy!r} runs on the device and needs a model "
             f"with a {signature} signature; {config.model} has none: use a named "
-            f"model or a .keras file, or build one with `fedtflite build ... {flag}`"
+            "model or a .keras file, or build one with "
+            f"`fedtflite build ... --{spec.build_flag}`"
         )
-    if config.strategy == "scaffold" and not model.supports_learning_rate:
+    if spec.needs_learning_rate and not model.supports_learning_rate:
         raise ConfigError(
-            f"strategy = 'scaffold' needs the model's learning rate "
+            f"strategy = {config.strategy!r} needs the model's learning rate "
             f"(set_learning_rate); {config.model} has none"
         )
 

@@ -13,8 +13,9 @@ import pytest
 
 from fedtflite.cli import main
 from fedtflite.data import load_fashion_mnist
+from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import History, SimulationConfig, simulate
+from fedtflite.simulation import History, SimulationConfig
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import pytest
 from flwr.serverapp import Grid
 
 from fedtflite.simulation import SimulationConfig
-from fedtflite.simulation.config import STRATEGIES
 from fedtflite.simulation.prepare import prepare_run
+from fedtflite.simulation.strategy_registry import STRATEGIES
 from server.server_app import run_server
 
 pytestmark = pytest.mark.integration
