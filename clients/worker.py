@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.algorithms.control_variates import scaffold_client_update
 from fedtflite.data import (
     load_train_uint8,
@@ -91,6 +91,7 @@ class Worker:
             )
         self.model = ClientModel(data)
         self.settings = settings
+        self._state = ClientStateStore(Path(settings.state_dir))
         # uint8, as stored: a quarter of the float32 copy; a client's images are
         # converted when it runs (~20 us for 60 images).
         self._images, self._labels = load_train_uint8(settings.data_dir or None)
@@ -169,13 +170,13 @@ class Worker:
         data = self.client_data(client_id)
         start = time.perf_counter()
         model.restore(global_weights)
-        if s.learning_rate and model.supports_learning_rate:
+        if s.learning_rate is not None:
             model.set_learning_rate(s.learning_rate)
         if proximal_mu is not None:
             model.set_proximal_mu(proximal_mu)
         c_i = None
         if control is not None:
-            c_i = _load_state(self._state_path(client_id), control, server_round)
+            c_i = self._state.load(client_id, control, server_round)
             model.set_correction([c - ci for c, ci in zip(control, c_i, strict=True)])
         fit = model.fit(
             data.train_images,
@@ -189,10 +190,12 @@ class Worker:
         seconds = time.perf_counter() - start
         delta = None
         if control is not None and c_i is not None:
+            if s.learning_rate is None:  # the server checks the model: never here
+                raise ConfigError("SCAFFOLD needs the model's set_learning_rate")
             c_new, delta = scaffold_client_update(
                 c_i, control, global_weights, weights, fit.num_steps, s.learning_rate
             )
-            _save_state(self._state_path(client_id), c_new, server_round)
+            self._state.save(client_id, c_new, server_round)
         return ClientUpdate(weights, delta, fit.num_examples, fit.loss, seconds)
 
     def evaluate(
@@ -229,45 +232,6 @@ class Worker:
             learning_rate=s.learning_rate,
             seed=s.partition.seed,
         )
-
-    def _state_path(self, client_id: int) -> Path:
-        return Path(self.settings.state_dir) / f"client_{client_id}.npz"
-
-
-def _load_state(
-    path: Path, like: Sequence[np.ndarray], server_round: int
-) -> list[np.ndarray]:
-    """A client's arrays as stored by its latest round before ``server_round``.
-
-    Zeros like ``like`` before its first round. The two latest versions are
-    kept (``path`` and its ``.prev`` sibling), so a round that is run again
-    (a run resumed from the server's checkpoint after a crash mid-round) starts
-    from the state the client had before that round, not the state it wrote
-    while the round was cut off.
-    """
-    for candidate in (path, _previous(path)):
-        if candidate.is_file():
-            with np.load(candidate) as f:
-                if int(f["round"]) < server_round:
-                    return [f[f"arr_{i}"] for i in range(len(like))]
-    return [np.zeros_like(a) for a in like]
-
-
-def _save_state(path: Path, arrays: Sequence[np.ndarray], server_round: int) -> None:
-    """Store a client's arrays after ``server_round`` (see :func:`_load_state`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        with np.load(path) as f:
-            stored = int(f["round"])
-        if stored < server_round:
-            path.replace(_previous(path))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, *arrays, round=np.int64(server_round))
-    tmp.replace(path)  # atomic: a crashed write never leaves half a file
-
-
-def _previous(path: Path) -> Path:
-    return path.with_suffix(".prev.npz")
 
 
 @functools.lru_cache(maxsize=2)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedtflite.errors import ConfigError, FedTfliteError
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE
 
 __all__ = ["main"]
 
@@ -32,7 +33,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
         architecture=args.model,
         optimizer=OptimizerSpec(
             name=args.optimizer or "sgd",
-            learning_rate=(0.01 if args.learning_rate is None else args.learning_rate),
+            learning_rate=(
+                DEFAULT_LEARNING_RATE
+                if args.learning_rate is None
+                else args.learning_rate
+            ),
             momentum=args.momentum or 0.0,
             weight_decay=args.weight_decay or 0.0,
         ),
@@ -159,16 +164,18 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from fedtflite.devices import format_time_to_accuracy
     from fedtflite.orchestrator import simulate
     from fedtflite.simulation import load_config
+    from fedtflite.simulation.prepare import run_directory
 
     # fedtflite's own lines at INFO; other libraries' (alembic, Ray...) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("fedtflite").setLevel(logging.INFO)
     path = args.config if args.config else DEFAULT_CONFIG
     config = load_config(path, args.set)
-    if args.resume and args.out is None:
-        raise ConfigError("--resume needs --out, the run directory to go on from")
+    run_dir = run_directory(
+        args.out, args.resume, resume_name="--resume", run_dir_name="--out"
+    )
     history = simulate(
-        config, args.out, progress=not args.no_progress, resume=args.resume
+        config, run_dir, progress=not args.no_progress, resume=args.resume
     )
     last = history.rounds[-1]
     print(
@@ -294,7 +301,7 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
         write_personalization,
     )
     from fedtflite.runtime import ClientModel
-    from fedtflite.simulation import load_config
+    from fedtflite.simulation.config import load_run_config
 
     if args.epochs < 1 or args.clients < 0:
         raise ConfigError(
@@ -302,7 +309,7 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
             "and clients >= 0 (0: every client)"
         )
     run = load_finished_run(args.run_dir)
-    config = load_config(run.run_dir / "config.toml")
+    config = load_run_config(run.run_dir)
     model = ClientModel(run.model_bytes)
     try:
         parts = load_partition(run.run_dir / "partition.npz", config.partition_spec())
@@ -372,7 +379,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--out", required=True, type=Path, help="output .tflite path")
     b.add_argument("--optimizer", default=None, help="sgd (default) or adam")
-    b.add_argument("--learning-rate", type=float, default=None, help="default 0.01")
+    b.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"default {DEFAULT_LEARNING_RATE}",
+    )
     b.add_argument("--momentum", type=float, default=None, help="SGD momentum")
     b.add_argument(
         "--weight-decay", type=float, default=None, help="L2 on the gradient"
@@ -411,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--learning-rate", type=float, default=0.05)
+    t.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data-dir", type=Path, default=None)
     t.add_argument("--save", type=Path, default=None, help="write final weights (.npz)")

@@ -46,7 +46,7 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
-from fedtflite.algorithms.sampling import sample_clients, split_cohorts
+from fedtflite.algorithms.sampling import Phase, sample_clients, split_cohorts
 from fedtflite.devices import RoundTiming, VirtualRun
 from fedtflite.protocol import keys
 from fedtflite.protocol.replies import decode_reply, message_config
@@ -54,7 +54,6 @@ from fedtflite.protocol.replies import decode_reply, message_config
 __all__ = ["CohortSampling", "RoundStats"]
 
 _log = logging.getLogger("fedtflite")
-_TRAIN, _EVALUATE = 0, 1
 NODE_TIMEOUT = 300.0
 """Seconds a round waits for the first Flower node to connect."""
 
@@ -79,8 +78,6 @@ class RoundStats:
     messages: int = 0
     compute_seconds: float = 0.0
     train_metrics: dict[str, float] = field(default_factory=dict)
-    eval_clients: int = 0
-    eval_failed: int = 0
     eval_metrics: dict[str, float] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
     workers_with_tensorflow: set[str] = field(default_factory=set)
@@ -135,7 +132,7 @@ class CohortSampling:
     """Mixin placed before a Flower strategy class (see the module docstring).
 
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
-    ``num_clients``, ``cohort_size`` (0 = one cohort per node), ``per_client``
+    ``num_clients``, ``clients_per_message`` (0 = one message per node), ``per_client``
     (reply every client's update instead of a pre-aggregated cohort), ``stats``;
     ``virtual`` (the run's :class:`~fedtflite.devices.VirtualRun`; None: sample
     every client uniformly and time nothing) is set by the server.
@@ -146,7 +143,7 @@ class CohortSampling:
 
     seed: int
     num_clients: int
-    cohort_size: int
+    clients_per_message: int
     per_client: bool
     stats: dict[int, RoundStats]
     virtual: VirtualRun | None = None
@@ -157,7 +154,7 @@ class CohortSampling:
         return self.stats.setdefault(server_round, RoundStats())
 
     def _choose(
-        self, template: Sequence[Message], server_round: int, phase: int
+        self, template: Sequence[Message], server_round: int, phase: Phase
     ) -> tuple[list[int], dict[int, int]]:
         """The clients to run and the step budgets of those cut short.
 
@@ -168,7 +165,7 @@ class CohortSampling:
         s = self._round(server_round)
         content = template[0].content
         per_client = _record_bytes(content)
-        if phase == _TRAIN and self.virtual is not None:
+        if phase is Phase.TRAIN and self.virtual is not None:
             weights = content.array_records[keys.ARRAYS].count_bytes()
             up = weights * (2 if keys.CONTROL in content.array_records else 1)
             plan, timing = self.virtual.plan_round(
@@ -181,10 +178,8 @@ class CohortSampling:
         chosen = sample_clients(
             self.seed, server_round, phase, self.num_clients, len(template)
         )
-        if phase == _TRAIN:
+        if phase is Phase.TRAIN:
             s.clients_sampled = len(template)
-        else:
-            s.eval_clients = len(template)
         s.bytes_down += len(template) * per_client
         return chosen.tolist(), {}
 
@@ -201,7 +196,9 @@ class CohortSampling:
         content = template[0].content
         message_type = template[0].metadata.message_type
         out = []
-        for k, cohort in enumerate(split_cohorts(chosen, self.cohort_size, len(nodes))):
+        for k, cohort in enumerate(
+            split_cohorts(chosen, self.clients_per_message, len(nodes))
+        ):
             config = message_config(
                 content.config_records[keys.CONFIG], cohort, self.per_client, budget
             )
@@ -217,7 +214,7 @@ class CohortSampling:
         return out
 
     def _send(
-        self, template: Iterable[Message], server_round: int, grid: Grid, phase: int
+        self, template: Iterable[Message], server_round: int, grid: Grid, phase: Phase
     ) -> list[Message]:
         """Flower's messages (one per sampled client) as cohort messages, counted."""
         template = list(template)
@@ -226,7 +223,7 @@ class CohortSampling:
         chosen, budget = self._choose(template, server_round, phase)
         out = self._cohort_messages(template, chosen, budget, grid)
         s = self._round(server_round)
-        if phase == _TRAIN:
+        if phase is Phase.TRAIN:
             s.clients_run = len(chosen)
         s.messages += len(out)
         return out
@@ -239,7 +236,7 @@ class CohortSampling:
         self._dtypes = {k: a.numpy().dtype for k, a in arrays.items()}
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_train(server_round, arrays, config, virtual)  # type: ignore[misc]
-        return self._send(flower, server_round, grid, _TRAIN)
+        return self._send(flower, server_round, grid, Phase.TRAIN)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -248,7 +245,7 @@ class CohortSampling:
         server_round += self.round_offset
         virtual = _VirtualGrid(self.num_clients)
         flower = super().configure_evaluate(server_round, arrays, config, virtual)  # type: ignore[misc]
-        return self._send(flower, server_round, grid, _EVALUATE)
+        return self._send(flower, server_round, grid, Phase.EVALUATE)
 
     def _unpack(
         self, replies: Iterable[Message], s: RoundStats, *, train: bool
@@ -317,8 +314,7 @@ class CohortSampling:
         """Flower's aggregate_evaluate on the unpacked replies with test examples."""
         server_round += self.round_offset
         s = self._round(server_round)
-        unpacked, ok = self._unpack(replies, s, train=False)
-        s.eval_failed = s.eval_clients - ok
+        unpacked, _ = self._unpack(replies, s, train=False)
         # A cohort whose clients hold no test example has weight 0; Flower's
         # weighted mean would divide by a zero total.
         weighted = [

@@ -115,7 +115,7 @@ def personalize_run(
         }
     )
     results, errors = personalize_clients(
-        grid, cfg, arrays, clients, config.cohort_size
+        grid, cfg, arrays, clients, config.clients_per_message
     )
     if errors:
         _log.warning(

@@ -7,7 +7,6 @@ centralized evaluation every round, and the run directory's history.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -20,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
 from fedtflite.devices import ParticipationFiles, VirtualRun, format_time_to_accuracy
-from fedtflite.errors import ConfigError
+from fedtflite.report import write_csv
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
     CHECKPOINT_FILE,
@@ -36,7 +35,7 @@ from fedtflite.simulation.history import (
     RoundRecord,
     crossings,
 )
-from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 from server.personalize import personalize_run
 from server.strategies import (
     RoundStats,
@@ -212,13 +211,15 @@ def run_server(
 
 
 def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["round", "worker", "clients", "tensorflow"])
-        for server_round, s in sorted(stats.items()):
-            for worker, n in sorted(s.workers.items()):
-                tf = int(worker in s.workers_with_tensorflow)
-                w.writerow([server_round, worker, n, tf])
+    write_csv(
+        path,
+        ["round", "worker", "clients", "tensorflow"],
+        (
+            [server_round, worker, n, int(worker in s.workers_with_tensorflow)]
+            for server_round, s in sorted(stats.items())
+            for worker, n in sorted(s.workers.items())
+        ),
+    )
 
 
 @app.main()
@@ -232,11 +233,10 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = str(values.pop("run-dir", ""))
     resume = bool(values.pop("resume", False))
     config = config_from_mapping(values)
-    if resume and not run_dir:
-        raise ConfigError("resume = true needs run-dir, the run to go on from")
-    run = prepare_run(
-        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
+    directory = run_directory(
+        run_dir, resume, resume_name="resume = true", run_dir_name="run-dir"
     )
+    run = prepare_run(config, directory, resume=resume)
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
         rows = run_server(grid, run)

@@ -55,7 +55,7 @@ def make_strategy(config: SimulationConfig) -> Any:
     )
     strategy.seed = config.seed
     strategy.num_clients = config.num_clients
-    strategy.cohort_size = config.cohort_size
+    strategy.clients_per_message = config.clients_per_message
     strategy.per_client = not spec.pre_aggregated
     strategy.stats = {}
     strategy.spec = spec

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.worker import _load_state, _save_state
+from fedtflite.algorithms.client_state import load_state, save_state
 from fedtflite.errors import CheckpointError
 from fedtflite.simulation.checkpoint import (
     Checkpoint,
@@ -164,16 +164,16 @@ def test_a_client_state_rerun_round_starts_from_the_state_before_it(
     like = [np.zeros(2, np.float32)]
     a, b, c = ([np.full(2, v, np.float32)] for v in (1.0, 2.0, 3.0))
 
-    assert _load_state(path, like, 1)[0].tolist() == [0.0, 0.0]  # first round: zeros
-    _save_state(path, a, 1)
-    _save_state(path, b, 4)  # the client skipped rounds 2 and 3
-    assert _load_state(path, like, 5)[0].tolist() == [2.0, 2.0]
+    assert load_state(path, like, 1)[0].tolist() == [0.0, 0.0]  # first round: zeros
+    save_state(path, a, 1)
+    save_state(path, b, 4)  # the client skipped rounds 2 and 3
+    assert load_state(path, like, 5)[0].tolist() == [2.0, 2.0]
     # Round 4 again (cut off after this client stored b): it starts from a ...
-    assert _load_state(path, like, 4)[0].tolist() == [1.0, 1.0]
-    _save_state(path, c, 4)  # ... and its new result replaces b, keeping a
-    assert _load_state(path, like, 5)[0].tolist() == [3.0, 3.0]
-    assert _load_state(path, like, 4)[0].tolist() == [1.0, 1.0]
-    assert _load_state(path, like, 1)[0].tolist() == [0.0, 0.0]
+    assert load_state(path, like, 4)[0].tolist() == [1.0, 1.0]
+    save_state(path, c, 4)  # ... and its new result replaces b, keeping a
+    assert load_state(path, like, 5)[0].tolist() == [3.0, 3.0]
+    assert load_state(path, like, 4)[0].tolist() == [1.0, 1.0]
+    assert load_state(path, like, 1)[0].tolist() == [0.0, 0.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "client_3.npz",
         "client_3.prev.npz",

@@ -3,6 +3,8 @@ per-client, pre-aggregated), ArrayRecord helpers."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -77,6 +79,14 @@ def test_settings_round_trip_through_a_config_record() -> None:
     assert ClientSettings.from_config(record) == settings
     assert record["run.partition.kind"] == "shards"
     assert record["run.partition.seed"] == 11
+
+
+def test_settings_without_a_learning_rate_round_trip() -> None:
+    settings = dataclasses.replace(_settings(), learning_rate=None)
+    record = ConfigRecord(settings.to_config())
+
+    assert "run.learning_rate" not in record  # ConfigRecords hold no None
+    assert ClientSettings.from_config(record) == settings
 
 
 def test_settings_from_a_foreign_config_name_the_missing_key() -> None:

@@ -8,6 +8,7 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedtflite.algorithms.sampling import (
+    Phase,
     WeightedMean,
     flower_sample_size,
     sample_clients,
@@ -32,14 +33,20 @@ def test_flower_sample_size(
 
 
 def test_sample_is_seeded_sorted_and_distinct() -> None:
-    a = sample_clients(seed=7, server_round=3, phase=0, num_clients=50, k=10)
+    a = sample_clients(seed=7, server_round=3, phase=Phase.TRAIN, num_clients=50, k=10)
 
     assert a.tolist() == sorted(set(a.tolist()))
     assert len(a) == 10 and a.min() >= 0 and a.max() < 50
-    np.testing.assert_array_equal(a, sample_clients(7, 3, 0, 50, 10))
-    assert not np.array_equal(a, sample_clients(7, 4, 0, 50, 10))  # another round
-    assert not np.array_equal(a, sample_clients(7, 3, 1, 50, 10))  # evaluate phase
-    assert not np.array_equal(a, sample_clients(8, 3, 0, 50, 10))  # another seed
+    np.testing.assert_array_equal(a, sample_clients(7, 3, Phase.TRAIN, 50, 10))
+    assert not np.array_equal(
+        a, sample_clients(7, 4, Phase.TRAIN, 50, 10)
+    )  # another round
+    assert not np.array_equal(
+        a, sample_clients(7, 3, Phase.EVALUATE, 50, 10)
+    )  # evaluate phase
+    assert not np.array_equal(
+        a, sample_clients(8, 3, Phase.TRAIN, 50, 10)
+    )  # another seed
 
 
 def test_sample_is_uniform() -> None:
@@ -47,7 +54,7 @@ def test_sample_is_uniform() -> None:
     # on average, with a standard deviation of about sqrt(1000 * 0.75) = 27.
     counts = np.zeros(20, int)
     for r in range(4000):
-        counts[sample_clients(0, r, 0, 20, 5)] += 1
+        counts[sample_clients(0, r, Phase.TRAIN, 20, 5)] += 1
 
     assert counts.sum() == 20_000
     assert np.abs(counts - 1000).max() < 5 * 27
@@ -55,7 +62,7 @@ def test_sample_is_uniform() -> None:
 
 def test_sample_rejects_impossible_sizes() -> None:
     with pytest.raises(ValueError, match="cannot sample 11 of 10"):
-        sample_clients(0, 1, 0, 10, 11)
+        sample_clients(0, 1, Phase.TRAIN, 10, 11)
 
 
 @pytest.mark.parametrize(

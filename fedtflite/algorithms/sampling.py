@@ -13,6 +13,7 @@ are grouped.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 from collections.abc import Sequence
@@ -20,11 +21,19 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "Phase",
     "WeightedMean",
     "flower_sample_size",
     "sample_clients",
     "split_cohorts",
 ]
+
+
+class Phase(enum.IntEnum):
+    """What a round's sample is for; its value seeds the sample's stream."""
+
+    TRAIN = 0
+    EVALUATE = 1
 
 
 def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:
@@ -40,13 +49,12 @@ def flower_sample_size(num_clients: int, fraction: float, minimum: int) -> int:
 
 
 def sample_clients(
-    seed: int, server_round: int, phase: int, num_clients: int, k: int
+    seed: int, server_round: int, phase: Phase, num_clients: int, k: int
 ) -> np.ndarray:
     """``k`` distinct client ids drawn uniformly from ``0..num_clients-1``, sorted.
 
     The stream is ``numpy.random.default_rng([seed, server_round, phase])``, so a
-    round's sample depends on the seed, the round and the phase (0 = train,
-    1 = evaluate) only.
+    round's sample depends on the seed, the round and the :class:`Phase` only.
 
     Raises
     ------
@@ -55,7 +63,7 @@ def sample_clients(
     """
     if not 0 <= k <= num_clients:
         raise ValueError(f"cannot sample {k} of {num_clients} clients")
-    rng = np.random.default_rng([seed, server_round, phase])
+    rng = np.random.default_rng([seed, server_round, int(phase)])
     return np.sort(rng.choice(num_clients, size=k, replace=False))
 
 

@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import logging
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedtflite.errors import DataFormatError, DataMissingError
+from fedtflite.files import atomic_path
 
 __all__ = [
     "CLASS_NAMES",
@@ -447,11 +447,8 @@ def _write_cache(cache: Path, arrays: dict[str, NDArray[np.uint8]]) -> None:
     try:
         cache.mkdir(parents=True, exist_ok=True)
         for name, array in arrays.items():
-            # Write then rename, so a concurrent reader never sees half a file.
-            fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npy.tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            os.replace(tmp, cache / f"{name}.npy")
+            with atomic_path(cache / f"{name}.npy") as tmp:
+                np.save(tmp, array, allow_pickle=False)
     except OSError as err:
         _log.warning("could not write Fashion-MNIST cache %s: %s", cache, err)
 

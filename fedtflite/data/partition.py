@@ -30,7 +30,6 @@ index as NIID-Bench's code draws them for the same seed:
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from fedtflite.data.niid_bench import (
     niid_bench_labeldir,
 )
 from fedtflite.errors import PartitionError
+from fedtflite.report import figure, save_figure, write_csv
 
 __all__ = [
     "FLWR_DATASETS_KINDS",
@@ -447,21 +447,16 @@ def write_partition_stats(stats: NDArray[np.int64], out_dir: Path) -> tuple[Path
     tuple of pathlib.Path
         ``(csv_path, png_path)``.
     """
-    # Figure + its own Agg canvas: no pyplot global state, no display needed.
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     num_clients, num_classes = stats.shape
     csv_path, png_path = out_dir / "partition.csv", out_dir / "partition.png"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["client", *(f"class_{k}" for k in range(num_classes)), "total"]
-        )
-        for client, row in enumerate(stats.tolist()):
-            writer.writerow([client, *row, sum(row)])
+    write_csv(
+        csv_path,
+        ["client", *(f"class_{k}" for k in range(num_classes)), "total"],
+        ([client, *row, sum(row)] for client, row in enumerate(stats.tolist())),
+    )
 
     shown = stats[:_MAX_PLOTTED_CLIENTS]
     names = (
@@ -469,8 +464,7 @@ def write_partition_stats(stats: NDArray[np.int64], out_dir: Path) -> tuple[Path
         if num_classes == len(CLASS_NAMES)
         else [f"class {k}" for k in range(num_classes)]
     )
-    fig = Figure(figsize=(max(6.0, 0.12 * len(shown) + 3.0), 4.5))
-    FigureCanvasAgg(fig)
+    fig = figure(max(6.0, 0.12 * len(shown) + 3.0), 4.5)
     ax = fig.add_subplot()
     clients = np.arange(len(shown))
     bottom = np.zeros(len(shown), dtype=np.int64)
@@ -492,6 +486,5 @@ def write_partition_stats(stats: NDArray[np.int64], out_dir: Path) -> tuple[Path
         title=title, xlabel="client", ylabel="examples", xlim=(-0.6, len(shown) - 0.4)
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    save_figure(fig, png_path)
     return csv_path, png_path

@@ -8,7 +8,6 @@ included); :func:`cached_partition` keeps each spec's result under
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import astuple
 from importlib.metadata import version
 from itertools import pairwise
@@ -18,6 +17,7 @@ import numpy as np
 
 from fedtflite.data import PartitionSpec, partition_indices
 from fedtflite.errors import ConfigError
+from fedtflite.files import atomic_path
 
 __all__ = ["DEFAULT_CACHE_DIR", "cached_partition", "load_partition", "save_partition"]
 
@@ -79,9 +79,8 @@ def cached_partition(
     parts = partition_indices(labels, spec)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        save_partition(tmp, parts, spec)
-        tmp.replace(path)  # atomic: concurrent runs never read half a file
+        with atomic_path(path) as tmp:  # concurrent runs never read half a file
+            save_partition(tmp, parts, spec)
     except OSError:
         pass
     return parts

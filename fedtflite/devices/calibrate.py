@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtflite.files import atomic_write_bytes
 from fedtflite.runtime import ClientModel
 
 __all__ = [
@@ -120,9 +121,8 @@ def cached_step_seconds(
     seconds = measure(model, batch_size)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(repr(seconds))
-        tmp.replace(path)  # atomic: a concurrent reader never sees half a number
+        # a concurrent reader never sees half a number
+        atomic_write_bytes(path, repr(seconds).encode())
     except OSError:
         pass
     return seconds

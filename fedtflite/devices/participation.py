@@ -16,6 +16,7 @@ import numpy as np
 
 from fedtflite.devices.profiles import DeviceProfiles
 from fedtflite.devices.rounds import Outcome, RoundPlan
+from fedtflite.report import figure, save_figure
 
 __all__ = [
     "PARTICIPATION_COLUMNS",
@@ -134,13 +135,9 @@ def plot_participation(
 ) -> None:
     """Draw rounds aggregated against each client's compute factor and upload
     bandwidth (one point per client; log axes), with the sampled rounds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     has_network = bool(np.isfinite(profiles.upload_kbps).any())
-    fig, axes = plt.subplots(1, 2 if has_network else 1, figsize=(10, 4), squeeze=False)
+    fig = figure(10, 4)
+    axes = fig.subplots(1, 2 if has_network else 1, squeeze=False)
     panels = [("compute factor (step time / this machine's)", profiles.compute_factor)]
     if has_network:
         panels.append(("upload bandwidth (kbit/s)", profiles.upload_kbps))
@@ -152,7 +149,4 @@ def plot_participation(
         ax.set(xlabel=label, ylabel="rounds", title="participation")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title)

@@ -34,7 +34,6 @@ import numpy as np
 
 __all__ = ["ARCHITECTURES", "WEIGHT_INITS", "Architecture", "init_weights"]
 
-IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
 

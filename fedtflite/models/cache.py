@@ -9,10 +9,10 @@ so editing an op or an architecture rebuilds.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fedtflite.files import atomic_write_bytes
 from fedtflite.models.specs import ModelSpec
 
 __all__ = ["DEFAULT_CACHE_DIR", "cached_keras_model", "cached_model", "spec_key"]
@@ -114,9 +114,7 @@ def _cached(name: str, build: Callable[[], bytes], cache_dir: Path | None) -> by
     data = build()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)  # atomic: concurrent builders never see half a file
+        atomic_write_bytes(path, data)  # concurrent builders never see half a file
     except OSError:
         pass
     return data

@@ -8,12 +8,17 @@ from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
     "DEFAULT_STATIC_BATCH",
     "OPTIMIZERS",
     "UPDATE_RULES",
     "ModelSpec",
     "OptimizerSpec",
 ]
+
+DEFAULT_LEARNING_RATE = 0.05
+"""The client learning rate of the named models, wherever none is given
+(``fedtflite build``, ``fedtflite train``, a simulation's ``learning-rate``)."""
 
 OPTIMIZERS = ("sgd", "adam")
 """Optimizers of the named models (``fedtflite build mlp --optimizer ...``)."""
@@ -63,7 +68,7 @@ class OptimizerSpec:
     """
 
     name: str = "sgd"
-    learning_rate: float = 0.01
+    learning_rate: float = DEFAULT_LEARNING_RATE
     momentum: float = 0.0
     weight_decay: float = 0.0
     beta_1: float = 0.9

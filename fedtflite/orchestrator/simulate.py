@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.algorithms.sampling import flower_sample_size
-from fedtflite.errors import ConfigError
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
-from fedtflite.simulation.prepare import PreparedRun, default_run_dir, prepare_run
+from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 
 __all__ = [
     "CLIENT_APP",
@@ -116,7 +115,7 @@ def simulate(
         every round; see :mod:`fedtflite.simulation.checkpoint`) instead of
         starting over; a directory without one starts at round 0. The config
         must be the run's own, except for where and how long it runs
-        (``num-rounds``, ``ray-address``, ``client-cpus``, ``cohort-size``,
+        (``num-rounds``, ``ray-address``, ``client-cpus``, ``clients-per-message``,
         ``data-dir``).
 
     Raises
@@ -125,12 +124,8 @@ def simulate(
         Any bad setting, model or data, before Ray starts.
     """
     t0 = time.perf_counter()
-    if resume and not run_dir:
-        raise ConfigError("resume needs the run directory to go on from (run_dir)")
-    run = prepare_run(
-        config, Path(run_dir) if run_dir else default_run_dir(), resume=resume
-    )
-    if not run.settings.learning_rate:
+    run = prepare_run(config, run_directory(run_dir, resume), resume=resume)
+    if run.settings.learning_rate is None:
         _log.warning(
             "%s has no set_learning_rate: learning-rate is ignored", config.model
         )
@@ -186,11 +181,12 @@ def federation_size(config: SimulationConfig, workers: int) -> int:
 
     Flower's simulation engine hands each node one message per poll (0.1 s), so
     the federation has one node per message of the largest phase: one per
-    worker (Ray actor) with automatic cohorts, more with a fixed ``cohort-size``.
+    worker (Ray actor) with automatic cohorts, more with a fixed
+    ``clients-per-message``.
     Nodes are only addresses; which simulated client a message is for travels in
     the message.
     """
-    if not config.cohort_size:
+    if not config.clients_per_message:
         return workers
     sampled = max(
         flower_sample_size(
@@ -200,7 +196,7 @@ def federation_size(config: SimulationConfig, workers: int) -> int:
             config.num_clients, config.fraction_evaluate, config.min_evaluate_clients
         ),
     )
-    return max(workers, math.ceil(sampled / config.cohort_size))
+    return max(workers, math.ceil(sampled / config.clients_per_message))
 
 
 def _import_flower() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.errors import CheckpointError, ConfigError
+from fedtflite.report import figure, save_figure
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, resume_point
 from fedtflite.simulation.config import (
     SimulationConfig,
@@ -377,15 +378,11 @@ def plot_sweep(
     Within a panel, one line per cell that has rounds, labelled with the cell's
     other axes (a cell that has not run is marked "not run" in the legend).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     panels: dict[str, list[CellResult]] = {}
     for r in results:
         key = r.cell.labels.get(panel_axis, "") if panel_axis else ""
         panels.setdefault(key, []).append(r)
-    fig = Figure(figsize=(4.2 * len(panels), 3.8))
-    FigureCanvasAgg(fig)
+    fig = figure(4.2 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (key, group) in zip(axes, panels.items(), strict=True):
         for r in group:
@@ -408,9 +405,6 @@ def plot_sweep(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     axes[0].set_ylabel("test accuracy (%)")
-    if title and panel_axis:
-        fig.suptitle(title)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, title if panel_axis else None)
     return path

@@ -73,7 +73,7 @@ def personalize_client(
     *,
     epochs: int,
     batch_size: int,
-    learning_rate: float,
+    learning_rate: float | None,
     seed: int,
 ) -> PersonalResult:
     """Evaluate the global weights, fine-tune ``epochs`` epochs, evaluate again.
@@ -89,8 +89,8 @@ def personalize_client(
         ``(images, labels)`` of the client's local training and test splits.
     epochs, batch_size : int
         Fine-tuning passes and batch size.
-    learning_rate : float
-        Set through ``set_learning_rate`` when > 0 and the model has it.
+    learning_rate : float or None
+        Set through ``set_learning_rate``; None leaves the model's own rate.
     seed : int
         The run's seed (:func:`client_rng`).
 
@@ -101,7 +101,7 @@ def personalize_client(
     """
     start = time.perf_counter()
     model.restore(global_weights)
-    if learning_rate and model.supports_learning_rate:
+    if learning_rate is not None and model.supports_learning_rate:
         model.set_learning_rate(learning_rate)
     if "set_proximal_mu" in model.contract.extra_signatures:
         model.set_proximal_mu(0.0)  # plain local training: no pull to the global

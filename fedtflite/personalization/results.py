@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtflite.personalization.client import PersonalResult
+from fedtflite.report import figure, save_figure
 
 __all__ = [
     "COLUMNS",
@@ -123,14 +124,10 @@ def plot_personalization(
     results: Sequence[PersonalResult], path: Path, title: str
 ) -> None:
     """Per-client accuracy after fine-tuning against before (the diagonal: no gain)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     counted = [r for r in results if r.num_examples > 0]
     before = [100 * r.acc_global for r in counted]
     after = [100 * r.acc_personal for r in counted]
-    fig = Figure(figsize=(5, 5))
-    FigureCanvasAgg(fig)
+    fig = figure(5, 5)
     ax = fig.add_subplot()
     ax.plot([0, 100], [0, 100], color="grey", lw=1, label="no change")
     sizes = [max(4.0, min(60.0, r.num_examples / 2)) for r in counted]
@@ -145,5 +142,4 @@ def plot_personalization(
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)

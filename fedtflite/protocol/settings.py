@@ -41,8 +41,10 @@ class ClientSettings:
         Fashion-MNIST directory ("" = default look-up).
     local_epochs, batch_size : int
         Local training.
-    learning_rate : float
-        Set through ``set_learning_rate`` when the model has it; 0 = leave as built.
+    learning_rate : float or None
+        Set through ``set_learning_rate`` before every client's training; None
+        when the model has no ``set_learning_rate`` (its rate is fixed in the
+        file). Absent from the ConfigRecord when None.
     state_dir : str
         Where clients keep what a phone would keep between rounds (SCAFFOLD's
         control variate), one file per client id.
@@ -56,13 +58,17 @@ class ClientSettings:
     data_dir: str
     local_epochs: int
     batch_size: int
-    learning_rate: float
+    learning_rate: float | None
     state_dir: str
 
     def to_config(self) -> dict[str, Any]:
         """Entries for a Flower ConfigRecord (keys prefixed ``run.``; the
         partition's ``run.partition.``)."""
-        values = {_PREFIX + k: v for k, v in asdict(self).items() if k != "partition"}
+        values = {
+            _PREFIX + k: v
+            for k, v in asdict(self).items()
+            if k != "partition" and v is not None
+        }
         for k, v in asdict(self.partition).items():
             values[_PARTITION + k] = v
         return values
@@ -80,8 +86,9 @@ class ClientSettings:
             values: dict[str, Any] = {
                 f.name: config[_PREFIX + f.name]
                 for f in fields(cls)
-                if f.name != "partition"
+                if f.name not in ("partition", "learning_rate")
             }
+            values["learning_rate"] = config.get(_PREFIX + "learning_rate")
             values["partition"] = PartitionSpec(
                 **{f.name: config[_PARTITION + f.name] for f in fields(PartitionSpec)}
             )

@@ -15,7 +15,6 @@ while writing it keeps the previous round's checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.errors import CheckpointError
+from fedtflite.files import atomic_path
+from fedtflite.simulation.config import SimulationConfig, upgrade_run_config
 from fedtflite.simulation.history import RoundRecord, read_history
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
@@ -43,11 +45,11 @@ CHECKPOINT_FILE = "checkpoint.npz"
 """The checkpoint's name inside a run directory."""
 
 EXECUTION_KEYS = frozenset(
-    {"num-rounds", "ray-address", "client-cpus", "cohort-size", "data-dir"}
+    {"num-rounds", "ray-address", "client-cpus", "clients-per-message", "data-dir"}
 )
 """Config keys a resumed run may change: where and how long it runs, not what it
-computes (``cohort-size`` and ``client-cpus`` regroup clients into messages, which
-changes only the order of the float32 sums of pre-aggregation)."""
+computes (``clients-per-message`` and ``client-cpus`` regroup clients into
+messages, which changes only the order of the float32 sums of pre-aggregation)."""
 
 MEASURED_KEY = "step-seconds"
 """A key whose 0 means "measure": a resumed run with 0 takes the checkpoint's."""
@@ -99,9 +101,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "devices": list(checkpoint.devices),
     }
     arrays[_META] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
 
 
 def load_checkpoint(path: Path) -> Checkpoint | None:
@@ -123,9 +124,8 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
                 for attr, keys in meta["state"].items()
             }
             devices = {k: f[_DEVICES + k] for k in meta.get("devices", [])}
-            return Checkpoint(
-                int(meta["round"]), dict(meta["config"]), weights, state, devices
-            )
+            config = upgrade_run_config(meta["config"])  # written by older versions too
+            return Checkpoint(int(meta["round"]), config, weights, state, devices)
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
         raise CheckpointError(
             f"{path}: not a readable fedtflite checkpoint ({type(e).__name__}: {e}); "
@@ -155,17 +155,21 @@ def check_resumable(
         = 0 matches any: it takes the checkpoint's), the run already has
         ``num-rounds`` rounds, or the history ends before the checkpoint.
     """
+    # A key added since the checkpoint was written ran at its default (a new
+    # key's default is the behaviour from before it existed).
+    defaults = SimulationConfig().to_mapping()
+    there = {**defaults, **checkpoint.config}
+    now = {**defaults, **config}
     changed = sorted(
         k
-        for k in set(config) | set(checkpoint.config)
+        for k in set(now) | set(there)
         if k not in EXECUTION_KEYS
-        and config.get(k) != checkpoint.config.get(k)
+        and now.get(k) != there.get(k)
         and not (k == MEASURED_KEY and not config.get(k))
     )
     if changed:
         diffs = ", ".join(
-            f"{k} = {checkpoint.config.get(k)!r} there, {config.get(k)!r} now"
-            for k in changed[:3]
+            f"{k} = {there.get(k)!r} there, {now.get(k)!r} now" for k in changed[:3]
         )
         raise CheckpointError(
             f"{path} was written by another config ({diffs}); resume with the same "
@@ -231,15 +235,15 @@ def resume_point(
             "checkpoint to start from round 0"
         ) from None
     check_resumable(checkpoint, config, len(rows), path)
-    state_dir = run_dir / "client_state"
+    state = ClientStateStore.of_run(run_dir)
     if (
         _keeps_client_state(config.get("strategy"))
         and checkpoint.round > 0
-        and not any(state_dir.glob("client_*.npz"))
+        and state.is_empty()
     ):
         raise CheckpointError(
             f"{path} is at round {checkpoint.round} of a SCAFFOLD run but "
-            f"{state_dir} holds no client state (c_i); copy it back or start the "
+            f"{state.directory} holds no client state (c_i); copy it back or start the "
             "run from round 0 (without resume)"
         )
     return checkpoint, tuple(rows[: checkpoint.round + 1])

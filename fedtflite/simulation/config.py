@@ -23,6 +23,7 @@ from fedtflite.devices.profiles import parse_devices
 from fedtflite.devices.rounds import STRAGGLER_POLICIES
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "config_from_mapping",
     "config_to_toml",
     "load_config",
+    "load_run_config",
     "parse_overrides",
+    "upgrade_run_config",
 ]
 
 PARTITIONERS = PARTITION_KINDS
@@ -116,8 +119,9 @@ class SimulationConfig:
         "" starts a local Ray; "auto" or "host:port" joins a cluster.
     client_cpus : float
         CPUs per Flower client actor (``client-cpus``); 1 = one actor per core.
-    cohort_size : int
-        Most simulated clients per Flower message (``cohort-size``); 0 (the
+    clients_per_message : int
+        Most simulated clients per Flower message (``clients-per-message``; was
+        ``cohort-size``); 0 (the
         default) splits each round's clients evenly over the workers, 1 sends
         one message per client. See :mod:`fedtflite.algorithms.sampling`.
     data_dir : str
@@ -158,7 +162,7 @@ class SimulationConfig:
     min_evaluate_clients: int = 2
     local_epochs: int = 1
     batch_size: int = 32
-    learning_rate: float = 0.05
+    learning_rate: float = DEFAULT_LEARNING_RATE
     model: str = "mlp"
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -187,7 +191,7 @@ class SimulationConfig:
     seed: int = 0
     ray_address: str = ""
     client_cpus: float = 1.0
-    cohort_size: int = 0
+    clients_per_message: int = 0
     data_dir: str = ""
     devices: str = "none"
     availability: str = "always"
@@ -274,7 +278,10 @@ def _validate(c: SimulationConfig) -> None:
     _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
     _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
     _check(
-        c.optimizer in ("sgd", "adam"), "optimizer", c.optimizer, "expected sgd or adam"
+        c.optimizer in OPTIMIZERS,
+        "optimizer",
+        c.optimizer,
+        f"expected {' or '.join(OPTIMIZERS)}",
     )
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
     _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")
@@ -341,7 +348,12 @@ def _validate(c: SimulationConfig) -> None:
     )
     _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, "expected >= 0")
     _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
-    _check(c.cohort_size >= 0, "cohort-size", c.cohort_size, "expected >= 0")
+    _check(
+        c.clients_per_message >= 0,
+        "clients-per-message",
+        c.clients_per_message,
+        "expected >= 0",
+    )
     _check(
         c.fraction_evaluate == 0 or c.client_test_fraction > 0,
         "fraction-evaluate",
@@ -381,6 +393,17 @@ def _validate_devices(c: SimulationConfig) -> None:
     )
 
 
+RENAMED_KEYS = {"cohort-size": "clients-per-message"}
+"""Keys renamed since a release: a config that uses the old name is refused with
+a hint; a run directory written before (its checkpoint, its ``config.toml``) is
+read with :func:`upgrade_run_config`."""
+
+
+def upgrade_run_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config a run directory holds, with renamed keys under their new names."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in values.items()}
+
+
 def config_from_mapping(
     values: Mapping[str, Any], base: SimulationConfig | None = None
 ) -> SimulationConfig:
@@ -393,6 +416,11 @@ def config_from_mapping(
     """
     changes = {}
     for key, value in values.items():
+        if key in RENAMED_KEYS:
+            raise ConfigError(
+                f"config key {key!r} is now {RENAMED_KEYS[key]!r} (same meaning); "
+                "rename it"
+            )
         if key not in _FIELDS:
             close = difflib.get_close_matches(key, _FIELDS, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -428,22 +456,38 @@ def load_config(
     ConfigError
         Missing/unreadable file, bad TOML, unknown key or bad value.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            values = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
-        nested = [k for k, v in values.items() if isinstance(v, dict)]
-        if nested:
-            raise ConfigError(
-                f"{p}: tables {nested} are not allowed; use flat kebab-case keys"
-            )
+    values = _read_toml(Path(path)) if path is not None else {}
     values.update(parse_overrides(overrides))
     return config_from_mapping(values)
+
+
+def load_run_config(run_dir: str | Path) -> SimulationConfig:
+    """The config of a run directory (its ``config.toml``), written by this or an
+    older version (renamed keys are read under their new names).
+
+    Raises
+    ------
+    ConfigError
+        Missing/unreadable file, bad TOML, unknown key or bad value.
+    """
+    return config_from_mapping(
+        upgrade_run_config(_read_toml(Path(run_dir) / "config.toml"))
+    )
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    try:
+        values = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    nested = [k for k, v in values.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(
+            f"{p}: tables {nested} are not allowed; use flat kebab-case keys"
+        )
+    return values
 
 
 def config_to_toml(config: SimulationConfig) -> str:

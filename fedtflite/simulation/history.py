@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fedtflite.devices import TimeToAccuracy, time_to_accuracy
+from fedtflite.report import figure, save_figure
 
 __all__ = [
     "TIME_COLUMNS",
@@ -199,13 +200,9 @@ class AccuracyPlot:
         self.rows.append(record)
 
     def on_end(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         r = [row.round for row in self.rows]
-        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+        fig = figure(15, 4)
+        ax1, ax2, ax3 = fig.subplots(1, 3)
         ax1.plot(
             r, [row.test_accuracy for row in self.rows], "o-", label="central test"
         )
@@ -238,10 +235,7 @@ class AccuracyPlot:
             title="accuracy on the virtual clock",
         )
         ax3.grid(alpha=0.3)
-        fig.suptitle(self.title)
-        fig.tight_layout()
-        fig.savefig(self.path, dpi=100)
-        plt.close(fig)
+        save_figure(fig, self.path, self.title)
 
 
 class ProgressBar:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.data import (
     load_fashion_mnist,
     local_test_size,
@@ -79,6 +79,32 @@ class PreparedRun:
         """Join the background writers."""
         for thread in self.background:
             thread.join()
+
+
+def run_directory(
+    run_dir: str | Path | None,
+    resume: bool,
+    *,
+    resume_name: str = "resume",
+    run_dir_name: str = "run_dir",
+) -> Path:
+    """The run directory to use: ``run_dir``, or a new :func:`default_run_dir`.
+
+    ``resume_name`` and ``run_dir_name`` are what the caller's interface calls
+    the two (``--resume`` / ``--out`` on the command line).
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` without a ``run_dir`` to go on from.
+    """
+    if run_dir:
+        return Path(run_dir)
+    if resume:
+        raise ConfigError(
+            f"{resume_name} needs {run_dir_name}, the run directory to go on from"
+        )
+    return default_run_dir()
 
 
 def default_run_dir(root: Path = Path("runs")) -> Path:
@@ -214,7 +240,7 @@ def prepare_run(
     if checkpoint is None:
         # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing
         # the directory starts, as its server does, from nothing.
-        shutil.rmtree(run_dir / "client_state", ignore_errors=True)
+        ClientStateStore.of_run(run_dir).clear()
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     run_dir = run_dir.resolve()
     (run_dir / "config.toml").write_text(config_to_toml(config))
@@ -238,8 +264,8 @@ def prepare_run(
         data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else "",
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
-        learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
-        state_dir=str(run_dir / "client_state"),
+        learning_rate=config.learning_rate if model.supports_learning_rate else None,
+        state_dir=str(ClientStateStore.of_run(run_dir).directory),
     )
     return PreparedRun(
         config, run_dir, settings, timings, (plotter,), checkpoint, history, planner

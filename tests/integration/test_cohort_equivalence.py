@@ -2,7 +2,7 @@
 
 The same config and seed run twice on Flower over Ray: with automatic cohorts
 (one message per worker and phase, pre-aggregated for FedAvg) and with
-``cohort-size = 1`` (one message per simulated client, each reply aggregated by
+``clients-per-message = 1`` (one message per simulated client, each reply aggregated by
 Flower on its own). The sampled clients, their updates and so the global
 weights must agree, up to the float rounding of the pre-aggregation (float64 in
 the worker, then Flower's float32 mean over cohorts, instead of Flower's float32
@@ -56,7 +56,7 @@ def runs(
     for strategy in ("fedavg", "fedmedian"):
         for cohort_size in (0, 1):
             config = small_config(
-                *SETTINGS, f"strategy={strategy}", f"cohort-size={cohort_size}"
+                *SETTINGS, f"strategy={strategy}", f"clients-per-message={cohort_size}"
             )
             run_dir = tmp_path_factory.mktemp(f"{strategy}{cohort_size}") / "run"
             out[strategy, cohort_size] = simulate(config, run_dir, progress=False)

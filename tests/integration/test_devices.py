@@ -185,7 +185,7 @@ def test_cohorts_and_one_message_per_client_agree(
     config = _half_slow_config(small_config, half_slow, "partial")
     cohorts = _in_process(config, tmp_path / "cohorts", in_process_grid)
     single = _in_process(
-        SimulationConfig(**{**asdict(config), "cohort_size": 1}),
+        SimulationConfig(**{**asdict(config), "clients_per_message": 1}),
         tmp_path / "single",
         in_process_grid,
     )

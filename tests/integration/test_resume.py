@@ -151,7 +151,7 @@ def test_a_checkpoint_resumes_only_its_own_config(
         prepare_run(small_config("num-rounds=1"), run_dir, resume=True)
     # Where and how long it runs may change; a run without resume starts over.
     longer = prepare_run(
-        small_config("num-rounds=5", "cohort-size=1"), run_dir, resume=True
+        small_config("num-rounds=5", "clients-per-message=1"), run_dir, resume=True
     )
     assert longer.checkpoint is not None and longer.checkpoint.round == 1
     fresh = prepare_run(config, run_dir)
