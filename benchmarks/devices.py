@@ -64,13 +64,14 @@ def _steady(rounds: tuple[Any, ...]) -> float:
 
 def plan_seconds(config: SimulationConfig, run_dir: Path, calls: int) -> float:
     """Median seconds of one :meth:`VirtualRun.plan_round` of ``config``'s rounds."""
-    run = prepare_run(config, run_dir)
-    run.wait()
-    assert run.planner is not None
+    with prepare_run(config, run_dir) as run:
+        run.wait()
+        assert run.planner is not None
+        planner = run.planner
+        model = ClientModel(Path(run.settings.model_path))
     k = round(config.num_clients * config.fraction_train)
-    model = ClientModel(Path(run.settings.model_path))
     weights = sum(w.nbytes for w in model.parameters())  # down and up
-    virtual = VirtualRun(run.planner)
+    virtual = VirtualRun(planner)
     times = []
     for r in range(1, calls + 1):
         start = time.perf_counter()

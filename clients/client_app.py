@@ -35,12 +35,12 @@ from flwr.clientapp import ClientApp
 from clients.worker import ClientUpdate, Worker, get_worker
 from fedtflite.errors import FedTfliteError
 from fedtflite.protocol import keys
+from fedtflite.protocol.personalization import personalize_epochs, personalize_reply
 from fedtflite.protocol.replies import (
     ReplyStatus,
     TrainReplyEncoder,
     arrays_of,
     evaluate_reply,
-    personalize_reply,
     step_budgets,
 )
 from fedtflite.protocol.settings import ClientSettings
@@ -95,13 +95,23 @@ class _Cohort:
         self.seconds = 0.0
 
     def run(self, client: Callable[[int], _R]) -> Iterator[tuple[int, _R]]:
-        """``(client id, client(id))`` for every client that did not fail."""
+        """``(client id, client(id))`` for every client that did not fail.
+
+        Any exception of a client (ours, or an unexpected one, named by its
+        type) is that client's one-line failure; the log gets no traceback per
+        client, and the rest of the cohort still runs.
+        """
         for cid in self.cohort:
             try:
                 result = client(cid)
             except FedTfliteError as e:
                 self.failed.append(cid)
                 self.errors.append(f"client {cid}: {e}")
+                continue
+            except Exception as e:  # reported as that client's failure
+                self.failed.append(cid)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                self.errors.append(f"client {cid}: {type(e).__name__}: {first}")
                 continue
             self.ok.append(cid)
             self.seconds += result.seconds
@@ -174,10 +184,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.evaluate(keys.PERSONALIZE)
 def personalize(msg: Message, context: Context) -> Message:
     """After the last round: each client of the cohort fine-tunes the global
-    model on its own data, evaluated before and after (one MetricRecord each)."""
+    model on its own data, evaluated before and after
+    (:mod:`fedtflite.protocol.personalization`)."""
     worker, config, cohort, global_weights = _setup(msg)
-    epochs = config[keys.PERSONALIZE_EPOCHS]
-    assert isinstance(epochs, int)
+    epochs = personalize_epochs(config)
     run = _Cohort(cohort)
     results = [
         r for _, r in run.run(lambda c: worker.personalize(c, global_weights, epochs))

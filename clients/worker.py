@@ -28,7 +28,7 @@ from fedtflite.data import (
     to_float,
 )
 from fedtflite.data.partition_file import load_partition
-from fedtflite.errors import ConfigError, ModelFileError
+from fedtflite.errors import ConfigError, ModelFileError, PartitionError
 from fedtflite.personalization import PersonalResult, personalize_client
 from fedtflite.protocol.settings import ClientSettings
 from fedtflite.runtime import ClientModel, EvalResult
@@ -168,6 +168,10 @@ class Worker:
         """
         model, s = self.model, self.settings
         data = self.client_data(client_id)
+        if not len(data.train_labels):
+            raise PartitionError(
+                f"client {client_id} holds no training example; it cannot train"
+            )
         start = time.perf_counter()
         model.restore(global_weights)
         if s.learning_rate is not None:

@@ -23,8 +23,15 @@ changes how a round's clients are *reached*, never how they are aggregated:
 Failed clients: a client whose training fails (non-finite loss or weights, data
 that do not fit) is reported by its cohort and left out of the aggregate, and
 only it; a cohort whose whole message failed (its worker crashed) loses all its
-clients. A round in which every client failed keeps the previous global weights.
-The history counts failed clients in ``clients_failed``.
+clients. A worker process that dies is restarted by Ray and the message it was
+running is retried on the new process (``max_restarts``, ``max_task_retries``;
+see :data:`fedtflite.orchestrator.simulate.WORKER_RESTARTS`), so a killed worker
+costs no client. A worker Ray cannot bring back fails its messages; two phases
+in a row (train, then evaluate, of the same or the next round) that lose a whole
+message end the run with :class:`~fedtflite.errors.RunFailedError` rather than
+running on crippled. A round in which every client failed keeps the
+previous global weights. The history counts failed clients in
+``clients_failed``.
 """
 
 from __future__ import annotations
@@ -48,8 +55,10 @@ from flwr.serverapp import Grid
 
 from fedtflite.algorithms.sampling import Phase, sample_clients, split_cohorts
 from fedtflite.devices import RoundTiming, VirtualRun
+from fedtflite.errors import RunFailedError
 from fedtflite.protocol import keys
 from fedtflite.protocol.replies import decode_reply, message_config
+from fedtflite.stop import check_stop
 
 __all__ = ["CohortSampling", "RoundStats"]
 
@@ -105,6 +114,7 @@ def _wait_for_nodes(grid: Grid, timeout: float = NODE_TIMEOUT) -> list[int]:
     """
     start = last_log = time.monotonic()
     while not (nodes := sorted(grid.get_node_ids())):
+        check_stop()
         now = time.monotonic()
         if now - start > timeout:
             raise RuntimeError(
@@ -149,6 +159,8 @@ class CohortSampling:
     virtual: VirtualRun | None = None
     round_offset: int = 0
     _dtypes: dict[str, np.dtype[Any]]
+    _lost_in_a_row: int = 0
+    """Phases in a row in which a whole message failed (a worker died)."""
 
     def _round(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats())
@@ -253,9 +265,11 @@ class CohortSampling:
         """Per-client (or pre-aggregated) replies in client order, and #ok clients."""
         keyed: list[tuple[int, Message]] = []
         ok_total = 0
+        lost = []
         for reply in replies:
             if reply.has_error():
-                s.errors.append(f"a cohort failed: {reply.error.reason}")
+                lost.append(_first_line(reply.error.reason or ""))
+                s.errors.append(f"a whole message failed: {lost[-1]}")
                 continue
             decoded = decode_reply(reply, train=train)
             status = decoded.status
@@ -275,6 +289,14 @@ class CohortSampling:
                     s.bytes_up += copies * _record_bytes(message.content)
                 keyed.append((cid, message))
         keyed.sort(key=lambda item: item[0])  # aggregation order = client order
+        self._lost_in_a_row = self._lost_in_a_row + 1 if lost else 0
+        if self._lost_in_a_row >= 2:
+            server_round = next(r for r, v in self.stats.items() if v is s)
+            raise RunFailedError(
+                f"round {server_round}: a worker process died and was not "
+                f"replaced (whole messages failed in two phases in a row); last: "
+                f"{lost[0]}"
+            )
         return [m for _, m in keyed], ok_total
 
     def aggregate_train(
@@ -325,6 +347,12 @@ class CohortSampling:
             metrics = super().aggregate_evaluate(server_round, weighted)  # type: ignore[misc]
         s.eval_metrics = _scalars(metrics)
         return metrics
+
+
+def _first_line(text: str) -> str:
+    """The first non-empty line of an error text (Ray's run to many lines)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
 
 
 def _num_examples(content: RecordDict) -> float:

@@ -17,14 +17,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Message,
-    RecordDict,
-)
-from flwr.app.message_type import MessageType
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedtflite.algorithms.sampling import split_cohorts
@@ -34,12 +27,17 @@ from fedtflite.personalization import (
     PersonalResult,
     choose_clients,
     plot_personalization,
+    plot_title,
     summarize,
     summary_line,
     write_personalization,
 )
-from fedtflite.protocol import keys
-from fedtflite.protocol.replies import decode_personalize_reply
+from fedtflite.protocol.personalization import (
+    MESSAGE_TYPE,
+    decode_personalize_reply,
+    personalize_content,
+)
+from fedtflite.protocol.replies import array_record
 from fedtflite.simulation.prepare import PreparedRun
 from server.messaging import _wait_for_nodes
 
@@ -53,6 +51,7 @@ def personalize_clients(
     config: ConfigRecord,
     arrays: ArrayRecord,
     clients: Sequence[int],
+    epochs: int,
     cohort_size: int,
 ) -> tuple[list[PersonalResult], list[str]]:
     """Send ``clients`` in cohorts; their results (client order) and failures.
@@ -61,35 +60,35 @@ def personalize_clients(
     ----------
     grid : Grid
     config : ConfigRecord
-        The run's client settings plus :data:`keys.PERSONALIZE_EPOCHS`.
+        The run's client settings.
     arrays : ArrayRecord
         The global weights every client restores.
     clients : sequence of int
+    epochs : int
+        Fine-tuning epochs.
     cohort_size : int
         Most clients per message (0: one message per node).
     """
     nodes = _wait_for_nodes(grid)
-    messages = []
-    for k, cohort in enumerate(split_cohorts(list(clients), cohort_size, len(nodes))):
-        cfg = ConfigRecord(dict(config))
-        cfg[keys.COHORT] = cohort
-        content = RecordDict({keys.CONFIG: cfg, keys.ARRAYS: arrays})
-        messages.append(
-            Message(
-                content=content,
-                message_type=f"{MessageType.EVALUATE}.{keys.PERSONALIZE}",
-                dst_node_id=nodes[k % len(nodes)],
-            )
+    messages = [
+        Message(
+            content=personalize_content(config, arrays, cohort, epochs),
+            message_type=MESSAGE_TYPE,
+            dst_node_id=nodes[k % len(nodes)],
         )
+        for k, cohort in enumerate(
+            split_cohorts(list(clients), cohort_size, len(nodes))
+        )
+    ]
     results: list[PersonalResult] = []
     errors: list[str] = []
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
             errors.append(f"a cohort failed: {reply.error.reason}")
             continue
-        status, cohort_results = decode_personalize_reply(reply)
+        status, done = decode_personalize_reply(reply)
         errors += status.errors
-        results += cohort_results
+        results += done
     results.sort(key=lambda r: r.client_id)
     return results, errors
 
@@ -107,15 +106,13 @@ def personalize_run(
     clients = choose_clients(
         config.num_clients, config.personalize_clients, config.seed
     )
-    cfg = ConfigRecord(run.settings.to_config())
-    cfg[keys.PERSONALIZE_EPOCHS] = config.personalize_epochs
-    arrays = ArrayRecord(
-        array_dict={
-            n: Array(np.asarray(w)) for n, w in zip(names, weights, strict=True)
-        }
-    )
     results, errors = personalize_clients(
-        grid, cfg, arrays, clients, config.clients_per_message
+        grid,
+        ConfigRecord(run.settings.to_config()),
+        array_record(names, [np.asarray(w) for w in weights]),
+        clients,
+        config.personalize_epochs,
+        config.clients_per_message,
     )
     if errors:
         _log.warning(
@@ -129,8 +126,13 @@ def personalize_run(
     plot_personalization(
         results,
         run.run_dir / PLOT_FILE,
-        f"{config.model} · {config.strategy} · {config.partitioner} · "
-        f"{config.personalize_epochs} epoch(s)",
+        plot_title(
+            config.model,
+            config.strategy,
+            config.partitioner,
+            config.alpha,
+            config.personalize_epochs,
+        ),
     )
     line = summary_line(summary, config.personalize_epochs)
     _log.info("%s", line)

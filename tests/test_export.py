@@ -93,8 +93,14 @@ def test_wrong_weights_are_refused_naming_the_parameter(two_nn_momentum: bytes) 
         with_initial_weights(two_nn_momentum, weights)
 
 
-def _run_dir(tmp: Path, model: bytes, weights: dict[str, np.ndarray] | None) -> Path:
-    (tmp / "config.toml").write_text('model = "mlp"\nseed = 4\n')
+def _run_dir(
+    tmp: Path,
+    model: bytes,
+    weights: dict[str, np.ndarray] | None,
+    source: str = "mlp",
+) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.toml").write_text(f'model = "{source}"\nseed = 4\n')
     (tmp / "model.tflite").write_bytes(model)
     if weights is not None:
         np.savez(tmp / "final_weights.npz", **weights)  # type: ignore[arg-type]
@@ -191,3 +197,78 @@ def test_int8_inference_file_is_integer_and_agrees_with_float(
     interpreter = Interpreter(model_content=int8)
     kinds = {d["dtype"].__name__ for d in interpreter.get_tensor_details()}
     assert "int8" in kinds and list(interpreter.get_signature_list()) == ["infer"]
+
+
+def _agrees(trainable: ClientModel, inference: bytes, data: FashionMnist) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = data.test.images[:64]
+    runner = Interpreter(model_content=inference).get_signature_runner("infer")
+    shape = runner.get_input_details()["x"]["shape_signature"]
+    got = runner(x=x.reshape((64, *shape[1:])))
+    key = trainable.contract.infer_output
+    np.testing.assert_allclose(got[key], trainable.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_cnn_inference_rebuild_computes_the_trainable_infer(data: FashionMnist) -> None:
+    cnn = ClientModel(cached_model(ModelSpec("cnn")))
+    cnn.fit(
+        data.train.images[:256],
+        data.train.labels[:256],
+        epochs=1,
+        batch_size=32,
+        rng=np.random.default_rng(0),
+    )
+    _agrees(cnn, inference_model("cnn", cnn.parameters()), data)
+
+
+def test_keras_model_inference_rebuild_keeps_batch_norm_state(
+    data: FashionMnist, tmp_path: Path
+) -> None:
+    import keras
+
+    from fedtflite.models.build import from_keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    path = tmp_path / "mine.keras"
+    model.save(path)
+    trainable = ClientModel(from_keras(path))
+    trainable.fit(  # moves the weights and the moving statistics away from init
+        data.train.images[:256],
+        data.train.labels[:256],
+        epochs=1,
+        batch_size=32,
+        rng=np.random.default_rng(0),
+    )
+    _agrees(trainable, inference_model(str(path), trainable.parameters()), data)
+
+
+def test_a_run_of_a_foreign_tflite_exports_trainable_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedtflite.cli import main
+
+    mlp = cached_model(ModelSpec("mlp"))
+    model = ClientModel(mlp)
+    weights = {
+        p.name: w + 1
+        for p, w in zip(model.contract.parameters, model.parameters(), strict=True)
+    }
+    run_dir = _run_dir(tmp_path / "run", mlp, weights, source="/phone/app.tflite")
+    out = tmp_path / "out.tflite"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    assert ClientModel(out).parameters()[0].tobytes() == weights["a0"].tobytes()
+    assert main(["export", str(run_dir), "--out", str(out), "--inference"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'/phone/app.tflite' is a .tflite with no" in err[0]

@@ -116,3 +116,23 @@ def test_config_keys_are_validated() -> None:
         load_config(None, ["personalize-epochs=-1"])
     with pytest.raises(ConfigError, match="at most num-clients = 100"):
         load_config(None, ["personalize-clients=101"])
+
+
+def test_a_client_without_local_test_examples_reports_nan_not_a_crash(
+    data: FashionMnist,
+) -> None:
+    model = ClientModel(cached_model(ModelSpec("mlp")))
+    images, labels = data.train.images[:1], data.train.labels[:1]
+    r = personalize_client(
+        model,
+        0,
+        model.parameters(),
+        (images, labels),
+        (images[:0], labels[:0]),
+        epochs=1,
+        batch_size=32,
+        learning_rate=0.05,
+        seed=0,
+    )
+    assert r.num_examples == 0 and np.isnan(r.acc_global) and np.isnan(r.acc_personal)
+    assert summarize([r]).clients == 0

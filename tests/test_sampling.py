@@ -66,7 +66,7 @@ def test_sample_rejects_impossible_sizes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cohort_size", "nodes", "expected"),
+    ("clients_per_message", "nodes", "expected"),
     [
         (0, 3, [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]),  # one per node
         (0, 1, [list(range(10))]),
@@ -75,8 +75,10 @@ def test_sample_rejects_impossible_sizes() -> None:
         (1, 2, [[c] for c in range(10)]),  # one message per client
     ],
 )
-def test_split_cohorts(cohort_size: int, nodes: int, expected: list[list[int]]) -> None:
-    assert split_cohorts(list(range(10)), cohort_size, nodes) == expected
+def test_split_cohorts(
+    clients_per_message: int, nodes: int, expected: list[list[int]]
+) -> None:
+    assert split_cohorts(list(range(10)), clients_per_message, nodes) == expected
 
 
 def test_split_nothing() -> None:

@@ -68,7 +68,7 @@ def sample_clients(
 
 
 def split_cohorts(
-    client_ids: Sequence[int], cohort_size: int, num_nodes: int
+    client_ids: Sequence[int], clients_per_message: int, num_nodes: int
 ) -> list[list[int]]:
     """Group a round's clients into cohorts (one Flower message each).
 
@@ -76,7 +76,7 @@ def split_cohorts(
     ----------
     client_ids : sequence of int
         The round's clients, in order.
-    cohort_size : int
+    clients_per_message : int
         Most clients per message; 0 means one message per node, sizes as equal
         as possible.
     num_nodes : int
@@ -90,7 +90,11 @@ def split_cohorts(
     n = len(client_ids)
     if n == 0:
         return []
-    size = cohort_size if cohort_size > 0 else math.ceil(n / max(num_nodes, 1))
+    size = (
+        clients_per_message
+        if clients_per_message > 0
+        else math.ceil(n / max(num_nodes, 1))
+    )
     num = math.ceil(n / size)
     bounds = np.linspace(0, n, num + 1).round().astype(int)
     ids = [int(c) for c in client_ids]

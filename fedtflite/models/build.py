@@ -10,6 +10,7 @@ it and it runs on ``ai_edge_litert`` in a process that never imports TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -97,9 +98,24 @@ def from_keras(
     return _convert(module)
 
 
+class _SavedWithoutCustomGradients(logging.Filter):
+    """Drops TensorFlow's warning that a function saved without its custom
+    gradients cannot be differentiated: :func:`_convert` saves them so on
+    purpose, and the converter never differentiates."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "with ops with unsaved custom gradients" not in record.getMessage()
+
+
 def _convert(module: Any) -> bytes:
     import tensorflow as tf
 
+    # TensorFlow's saved_model loader logs through absl's Python logger.
+    absl_logger = logging.getLogger("absl")
+    if not any(
+        isinstance(f, _SavedWithoutCustomGradients) for f in absl_logger.filters
+    ):
+        absl_logger.addFilter(_SavedWithoutCustomGradients())
     signatures = module.signatures()
     with tempfile.TemporaryDirectory(prefix="fedtflite-build-") as tmp:
         # The custom gradients are already inlined into `train`; saving them

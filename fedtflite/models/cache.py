@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fedtflite.files import atomic_write_bytes
 from fedtflite.models.specs import ModelSpec
+from fedtflite.native_logs import TENSORFLOW_START, dropping
 
 __all__ = ["DEFAULT_CACHE_DIR", "cached_keras_model", "cached_model", "spec_key"]
 
@@ -63,7 +64,8 @@ def cached_model(spec: ModelSpec, cache_dir: Path | None = None) -> bytes:
     def build() -> bytes:
         from fedtflite.models.build import build_model
 
-        return build_model(spec)
+        with dropping(TENSORFLOW_START):  # TensorFlow's start-up lines only
+            return build_model(spec)
 
     return _cached(f"{spec.architecture}-{spec_key(spec)}", build, cache_dir)
 

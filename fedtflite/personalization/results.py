@@ -25,6 +25,7 @@ __all__ = [
     "PLOT_FILE",
     "AccuracySummary",
     "plot_personalization",
+    "plot_title",
     "read_personalization",
     "summarize",
     "summary_line",
@@ -118,6 +119,23 @@ def read_personalization(path: Path) -> list[PersonalResult]:
             )
             for row in csv.DictReader(f)
         ]
+
+
+_ALPHA_PARTITIONERS = ("dirichlet", "quantity", "niid-bench-labeldir")
+
+
+def plot_title(
+    model: str, strategy: str, partitioner: str, alpha: float, epochs: int
+) -> str:
+    """The chart's title: what was trained, on which split, fine-tuned how long."""
+    split = (
+        f"{partitioner}({alpha:g})"
+        if partitioner in _ALPHA_PARTITIONERS
+        else partitioner
+    )
+    return (
+        f"{model} · {strategy} · {split} · {epochs} epoch{'s' if epochs != 1 else ''}"
+    )
 
 
 def plot_personalization(

@@ -34,7 +34,6 @@ from flwr.common.constant import ErrorCode
 
 from fedtflite.algorithms.sampling import WeightedMean
 from fedtflite.errors import ConfigError, WeightsMismatchError
-from fedtflite.personalization import PersonalResult
 from fedtflite.protocol import keys
 
 __all__ = [
@@ -43,11 +42,9 @@ __all__ = [
     "TrainReplyEncoder",
     "array_record",
     "arrays_of",
-    "decode_personalize_reply",
     "decode_reply",
     "evaluate_reply",
     "message_config",
-    "personalize_reply",
     "step_budgets",
 ]
 
@@ -326,52 +323,3 @@ def decode_reply(reply: Message, *, train: bool) -> DecodedReply:
         error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason)
         out.append((cid, Message(error, reply_to=reply)))
     return DecodedReply(status, out, pre_aggregated)
-
-
-_PERSONAL_METRICS = {
-    "num_examples": keys.NUM_EXAMPLES,
-    "acc_global": keys.ACC_GLOBAL,
-    "acc_personal": keys.ACC_PERSONAL,
-    "loss_global": keys.LOSS_GLOBAL,
-    "loss_personal": keys.LOSS_PERSONAL,
-    "seconds": keys.COMPUTE_SECONDS,
-}
-
-
-def personalize_reply(
-    status: ReplyStatus, results: Sequence[PersonalResult]
-) -> RecordDict:
-    """A personalization reply: one MetricRecord per successful client."""
-    content = RecordDict({keys.STATUS: status.to_record()})
-    for r in results:
-        content[keys.client_key(keys.METRICS, r.client_id)] = MetricRecord(
-            {
-                key: int(r.num_examples)
-                if field == "num_examples"
-                else float(getattr(r, field))
-                for field, key in _PERSONAL_METRICS.items()
-            }
-        )
-    return content
-
-
-def decode_personalize_reply(
-    reply: Message,
-) -> tuple[ReplyStatus, list[PersonalResult]]:
-    """Read a :func:`personalize_reply` back: its status and results."""
-    content = reply.content
-    status = ReplyStatus.from_record(
-        content.config_records.get(keys.STATUS, ConfigRecord())
-    )
-    results = []
-    for cid in status.ok:
-        m = content.metric_records[keys.client_key(keys.METRICS, cid)]
-        values = {field: m[key] for field, key in _PERSONAL_METRICS.items()}
-        results.append(
-            PersonalResult(
-                client_id=cid,
-                num_examples=int(values.pop("num_examples")),  # type: ignore[arg-type]
-                **{k: float(v) for k, v in values.items()},  # type: ignore[arg-type]
-            )
-        )
-    return status, results

@@ -26,6 +26,7 @@ from fedtflite.errors import (
     SignatureMismatchError,
     WeightsMismatchError,
 )
+from fedtflite.native_logs import LITERT_START, dropping
 from fedtflite.runtime.contract import (
     ModelContract,
     check_flatbuffer,
@@ -83,9 +84,9 @@ class EvalResult:
     seconds: float
 
 
-def _read_model(model: bytes | str | Path) -> tuple[bytes, str]:
+def _read_model(model: bytes | str | Path, source: str | None) -> tuple[bytes, str]:
     if isinstance(model, bytes | bytearray | memoryview):
-        return bytes(model), "<bytes>"
+        return bytes(model), source or "<bytes>"
     path = Path(model)
     try:
         return path.read_bytes(), str(path)
@@ -171,6 +172,9 @@ class ClientModel:
         The `.tflite` file or its bytes.
     num_threads : int, default 1
         Interpreter threads; the simulation runs one process per core.
+    source : str, optional
+        What errors call the model (default: its path, or ``<bytes>``), e.g.
+        the config's ``model`` value when the bytes came from a build.
 
     Raises
     ------
@@ -179,10 +183,16 @@ class ClientModel:
         (:mod:`fedtflite.runtime.contract`).
     """
 
-    def __init__(self, model: bytes | str | Path, *, num_threads: int = 1):
+    def __init__(
+        self,
+        model: bytes | str | Path,
+        *,
+        num_threads: int = 1,
+        source: str | None = None,
+    ):
         from ai_edge_litert.interpreter import Interpreter
 
-        data, source = _read_model(model)
+        data, source = _read_model(model, source)
         ops = check_flatbuffer(data, source)
         try:
             self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
@@ -193,6 +203,8 @@ class ClientModel:
             raise ModelFileError(
                 f"{source}: LiteRT cannot load the model: {first}"
             ) from None
+        with dropping(LITERT_START):  # applies the default delegate, logged at INFO
+            self._interpreter.allocate_tensors()
         self.contract: ModelContract = read_contract(self._interpreter, source, ops)
         self.model_bytes = data
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -334,7 +346,8 @@ class ClientModel:
         c = self.contract
         images = np.asarray(images)
         n = images.shape[0] if images.ndim else 0
-        if images.ndim < 2 or images[0].size != int(np.prod(c.image_shape)):
+        pixels = int(np.prod(images.shape[1:])) if images.ndim >= 2 else -1
+        if pixels != int(np.prod(c.image_shape)):  # (also for zero images)
             raise DataShapeError(
                 f"{c.source}: images of shape {list(images.shape)} do not fit input x "
                 f"[B,{','.join(map(str, c.image_shape))}] (784 pixels per example)"

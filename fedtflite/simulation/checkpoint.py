@@ -45,11 +45,19 @@ CHECKPOINT_FILE = "checkpoint.npz"
 """The checkpoint's name inside a run directory."""
 
 EXECUTION_KEYS = frozenset(
-    {"num-rounds", "ray-address", "client-cpus", "clients-per-message", "data-dir"}
+    {
+        "num-rounds",
+        "ray-address",
+        "client-cpus",
+        "clients-per-message",
+        "data-dir",
+        "allow-failed-rounds",
+    }
 )
-"""Config keys a resumed run may change: where and how long it runs, not what it
-computes (``clients-per-message`` and ``client-cpus`` regroup clients into
-messages, which changes only the order of the float32 sums of pre-aggregation)."""
+"""Config keys a resumed run may change: where and how long it runs, and whether
+failed rounds fail it, not what it computes (``clients-per-message`` and
+``client-cpus`` regroup clients into messages, which changes only the order of
+the float32 sums of pre-aggregation)."""
 
 MEASURED_KEY = "step-seconds"
 """A key whose 0 means "measure": a resumed run with 0 takes the checkpoint's."""
@@ -189,6 +197,17 @@ def check_resumable(
         )
 
 
+def _has_rounds(path: Path) -> bool:
+    """Whether ``path`` records a round (a run stopped before round 0 left its
+    header only: there is nothing to lose by starting over)."""
+    if not path.is_file():
+        return False
+    try:
+        return bool(read_history(path))
+    except (OSError, ValueError, TypeError):
+        return True  # unreadable: keep it, as a history with rounds
+
+
 def resume_point(
     run_dir: Path, config: Mapping[str, Any]
 ) -> tuple[Checkpoint | None, tuple[RoundRecord, ...]]:
@@ -219,7 +238,7 @@ def resume_point(
     path = run_dir / CHECKPOINT_FILE
     checkpoint = load_checkpoint(path)
     if checkpoint is None:
-        if (run_dir / "history.csv").is_file():
+        if _has_rounds(run_dir / "history.csv"):
             # Starting over would overwrite the rounds it has.
             raise CheckpointError(
                 f"{run_dir} has a history.csv but no {CHECKPOINT_FILE}: the run "

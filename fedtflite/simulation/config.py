@@ -151,6 +151,12 @@ class SimulationConfig:
         (``step-seconds``); 0 (default) measures it once per run
         (:mod:`fedtflite.devices.calibrate`) and the run's ``config.toml``
         records the number, so that a replay or resume prices steps the same.
+    allow_failed_rounds : bool
+        ``allow-failed-rounds``: accept a run in which some round aggregated no
+        update (every sampled client failed; the weights stay the previous
+        round's). Off by default: such a run raises
+        :class:`~fedtflite.errors.RunFailedError` (``fedtflite simulate`` exits 3)
+        once its rounds are recorded.
     """
 
     num_clients: int = 100
@@ -199,6 +205,7 @@ class SimulationConfig:
     round_deadline: float = 0.0
     straggler_policy: str = "drop"
     step_seconds: float = 0.0
+    allow_failed_rounds: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -228,18 +235,21 @@ def _check(ok: bool, key: str, value: Any, valid: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
 
 
+_KIND_NAMES: dict[type, str] = {float: "a number", bool: "true or false"}
+
+
 def _validate(c: SimulationConfig) -> None:
     for key, f in _FIELDS.items():
         v = getattr(c, f.name)
-        kind = {"int": int, "float": float, "str": str}[str(f.type)]
+        kind: type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             object.__setattr__(c, f.name, float(v))
             v = float(v)
         _check(
-            isinstance(v, kind) and not isinstance(v, bool),
+            isinstance(v, kind) and (kind is bool or not isinstance(v, bool)),
             key,
             v,
-            f"expected {'a number' if kind is float else kind.__name__}",
+            "expected " + _KIND_NAMES.get(kind, kind.__name__),
         )
         if kind is float:
             _check(math.isfinite(v), key, v, "expected a finite number")
@@ -347,6 +357,8 @@ def _validate(c: SimulationConfig) -> None:
         "expected 0 <= n < num-clients",
     )
     _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, "expected >= 0")
+    _check(c.q >= 0, "q", c.q, "expected >= 0 (0 is FedAvg's objective)")
+    _check(0 <= c.seed < 2**32, "seed", c.seed, f"expected 0..{2**32 - 1}")
     _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
     _check(
         c.clients_per_message >= 0,
@@ -480,6 +492,15 @@ def _read_toml(p: Path) -> dict[str, Any]:
         values = tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; expected a TOML config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not a text file (byte {e.start} is not UTF-8); expected a "
+            "TOML config file"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     nested = [k for k, v in values.items() if isinstance(v, dict)]
@@ -494,7 +515,7 @@ def config_to_toml(config: SimulationConfig) -> str:
     """The config as TOML text (the resolved config of a run)."""
     lines = []
     for key, v in config.to_mapping().items():
-        if isinstance(v, str):
+        if isinstance(v, str | bool):
             lines.append(f"{key} = {json.dumps(v)}")
         else:
             lines.append(f"{key} = {v!r}")

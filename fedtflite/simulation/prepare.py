@@ -17,6 +17,7 @@ import numpy as np
 
 from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.data import (
+    CLASS_NAMES,
     load_fashion_mnist,
     local_test_size,
     partition_stats,
@@ -30,6 +31,7 @@ from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.protocol.settings import ClientSettings
+from fedtflite.rundir import RunDirLock, lock_run_dir
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
@@ -64,6 +66,9 @@ class PreparedRun:
     planner : RoundPlanner or None
         The run's devices, availability and round rules (the virtual clock's
         model); ``config.step_seconds`` is the measured or pinned step.
+    lock : RunDirLock or None
+        The run directory's exclusive lock (:mod:`fedtflite.rundir`), held
+        until :meth:`close`.
     """
 
     config: SimulationConfig
@@ -73,12 +78,25 @@ class PreparedRun:
     background: tuple[threading.Thread, ...] = ()
     checkpoint: Checkpoint | None = None
     history: tuple[RoundRecord, ...] = ()
+    lock: RunDirLock | None = None
     planner: RoundPlanner | None = None
 
     def wait(self) -> None:
         """Join the background writers."""
         for thread in self.background:
             thread.join()
+
+    def close(self) -> None:
+        """Join the background writers and release the run directory."""
+        self.wait()
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> PreparedRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_directory(
@@ -186,7 +204,11 @@ def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) ->
 
 
 def prepare_run(
-    config: SimulationConfig, run_dir: Path, *, resume: bool = False
+    config: SimulationConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> PreparedRun:
     """Validate everything, write the run directory, compute the partition once.
 
@@ -199,21 +221,43 @@ def prepare_run(
         when it has one (a directory with neither checkpoint nor history starts
         at round 0). Without it the run starts at round 0 and the directory's
         earlier checkpoint and client state are dropped.
+    overwrite : bool
+        Start over in a directory that holds another run's files (without it,
+        and without ``resume``, such a directory is refused).
 
     Raises
     ------
     FedTfliteError
-        Any bad setting, model file or data set, or a checkpoint that does not
-        fit ``config``, before Ray starts.
+        Any bad setting, model file or data set, a checkpoint that does not
+        fit ``config``, or a run directory that is busy, unwritable or holds
+        another run, before Ray starts.
     """
+    # First, before anything expensive: the directory must be ours alone.
+    lock = lock_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    try:
+        return _prepare(config, run_dir, resume, lock)
+    except BaseException:
+        lock.abandon()
+        raise
+
+
+def _prepare(
+    config: SimulationConfig, run_dir: Path, resume: bool, lock: RunDirLock
+) -> PreparedRun:
     checkpoint, history = (
         resume_point(run_dir, config.to_mapping()) if resume else (None, ())
     )
     timings = {}
     t = time.perf_counter()
     model_bytes = resolve_model(config)
-    model = ClientModel(model_bytes)  # validates the contract
+    model = ClientModel(model_bytes, source=config.model)  # validates the contract
     c = model.contract
+    if c.num_classes != len(CLASS_NAMES):
+        raise DataShapeError(
+            f"model = {config.model!r} has {c.num_classes} output classes; "
+            f"Fashion-MNIST has {len(CLASS_NAMES)}: the model's infer output must "
+            f"be [B,{len(CLASS_NAMES)}]"
+        )
     if c.train_batch is not None and c.train_batch != config.batch_size:
         raise DataShapeError(
             f"batch-size = {config.batch_size} but {config.model} trains fixed "
@@ -231,6 +275,13 @@ def prepare_run(
     validate_partition_spec(spec, len(data.train.labels))
     parts = cached_partition(data.train.labels, spec)
     timings["partition"] = time.perf_counter() - t
+    if config.fraction_evaluate and max(len(p) for p in parts) < 2:
+        # split_local_test keeps a client's only example for training.
+        _log.warning(
+            "no client holds a local test example (every client has fewer than 2 "
+            "examples): federated evaluation weighs every client 0 and "
+            "fed_eval_* stay NaN; use fewer num-clients or fraction-evaluate = 0"
+        )
 
     t = time.perf_counter()
     config, planner = _devices(config, model, parts, checkpoint)
@@ -268,7 +319,15 @@ def prepare_run(
         state_dir=str(ClientStateStore.of_run(run_dir).directory),
     )
     return PreparedRun(
-        config, run_dir, settings, timings, (plotter,), checkpoint, history, planner
+        config,
+        run_dir,
+        settings,
+        timings,
+        (plotter,),
+        checkpoint,
+        history,
+        lock,
+        planner,
     )
 
 

@@ -56,7 +56,8 @@ def _participation(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _in_process(config: SimulationConfig, run_dir: Path, grid: Any) -> Path:
-    run_server(grid, prepare_run(config, run_dir), progress=False)
+    with prepare_run(config, run_dir) as run:
+        run_server(grid, run, progress=False)
     return run_dir
 
 
@@ -236,12 +237,11 @@ def test_a_resumed_run_keeps_its_clock_availability_and_counts(
         "over-commit=1.5",
     )
     whole = _in_process(config, tmp_path / "whole", in_process_grid)
-    cut = prepare_run(config, tmp_path / "cut")
-    with pytest.raises(_CrashError):
+    with prepare_run(config, tmp_path / "cut") as cut, pytest.raises(_CrashError):
         run_server(in_process_grid, cut, [_CrashAt(3)], progress=False)
-    resumed = prepare_run(config, tmp_path / "cut", resume=True)
-    assert resumed.config.step_seconds == cut.config.step_seconds > 0
-    run_server(in_process_grid, resumed, progress=False)
+    with prepare_run(config, tmp_path / "cut", resume=True) as resumed:
+        assert resumed.config.step_seconds == cut.config.step_seconds > 0
+        run_server(in_process_grid, resumed, progress=False)
     a = read_history(whole / "history.csv")
     b = read_history(tmp_path / "cut" / "history.csv")
     assert _comparable(a) == _comparable(b)

@@ -4,20 +4,27 @@ With ``learning-rate = 1e30`` the ``mlp``'s loss is NaN within a few steps; the
 ClientApp raises :class:`~fedtflite.errors.NonFiniteError`, Flower turns the
 exception into an error reply, and its ``aggregate_train`` leaves error replies
 out. A round with no successful reply returns no arrays, so Flower's strategy
-loop keeps the previous global weights.
+loop keeps the previous global weights. Such a run fails
+(:class:`~fedtflite.errors.RunFailedError`) once its rounds are recorded, unless
+``allow-failed-rounds = true``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from fedtflite.errors import RunFailedError
 from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import History, SimulationConfig
+from fedtflite.simulation import History, SimulationConfig, read_history
+from fedtflite.simulation.prepare import prepare_run
+from server.server_app import run_server
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +34,35 @@ def diverged(
     small_config: Callable[..., SimulationConfig],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> History:
-    config = small_config("learning-rate=1e30")
+    config = small_config("learning-rate=1e30", "allow-failed-rounds=true")
     return simulate(config, tmp_path_factory.mktemp("diverged") / "run", progress=False)
+
+
+def test_a_run_whose_rounds_aggregated_nothing_fails_after_recording_them(
+    small_config: Callable[..., SimulationConfig], tmp_path: Path, in_process_grid: Any
+) -> None:
+    config = small_config("learning-rate=1e30", "num-rounds=3")
+    with (
+        prepare_run(config, tmp_path / "run") as run,
+        pytest.raises(RunFailedError) as e,
+    ):
+        run_server(in_process_grid, run, progress=False)
+
+    assert str(e.value).startswith(
+        "3 of 3 rounds aggregated no update, every sampled client failed "
+        "(round 1-3); first failure: client "
+    )
+    assert "train returned loss" in str(e.value)
+    assert str(e.value).endswith("set allow-failed-rounds = true to accept such rounds")
+    assert "\n" not in str(e.value)
+    # Every round is recorded all the same, and the run is finished.
+    assert [r.round for r in read_history(tmp_path / "run" / "history.csv")] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert (tmp_path / "run" / "final_weights.npz").is_file()
 
 
 def test_every_training_client_fails_and_none_is_aggregated(diverged: History) -> None:

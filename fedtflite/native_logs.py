@@ -1,0 +1,61 @@
+"""Native libraries' start-up lines, dropped where they are written.
+
+TensorFlow's C++ start-up lines (the absl pre-initialisation banner, oneDNN,
+the CUDA probes) are logged before absl is initialised, so neither
+``TF_CPP_MIN_LOG_LEVEL`` nor absl's verbosity reaches them (TensorFlow issues
+#79029, #100442), and LiteRT logs its XNNPACK delegate at INFO with no switch.
+:func:`dropping` captures file descriptor 2 around the one call that writes
+them and writes every other line back, so real warnings and errors still show.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["LITERT_START", "TENSORFLOW_START", "dropping"]
+
+TENSORFLOW_START = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|\] oneDNN custom operations are on"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory"
+)
+"""TensorFlow's start-up lines on a machine without a GPU."""
+
+LITERT_START = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
+"""LiteRT's line when an interpreter applies its default CPU delegate."""
+
+
+@contextmanager
+def dropping(pattern: re.Pattern[str]) -> Iterator[None]:
+    """Drop the stderr lines that match ``pattern`` while the block runs.
+
+    Every other line is written to stderr when the block ends (also when it
+    raises). Lines written by other threads meanwhile are kept, only delayed.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = [
+                line
+                for line in text.splitlines(keepends=True)
+                if not pattern.search(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
