@@ -26,7 +26,7 @@ from fedtflite.data import (
 )
 from fedtflite.data.partition_file import cached_partition, save_partition
 from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
-from fedtflite.errors import ConfigError, DataShapeError
+from fedtflite.errors import ConfigError, DataShapeError, NonFiniteError
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
@@ -346,7 +346,18 @@ def _devices(
     if not seconds and checkpoint is not None:
         seconds = float(checkpoint.config.get("step-seconds", 0.0))
     if not seconds:
-        seconds = cached_step_seconds(model, config.batch_size)
+        # on a probe with learning rate 0: a step's time does not depend on it,
+        # and a diverging learning rate must fail in the run, not here
+        probe = ClientModel(model.model_bytes)
+        if probe.supports_learning_rate:
+            probe.set_learning_rate(0.0)
+        try:
+            seconds = cached_step_seconds(probe, config.batch_size)
+        except NonFiniteError as e:
+            raise ConfigError(
+                f"step-seconds = 0 measures a train step, which failed ({e}); "
+                "pin it, e.g. step-seconds = 0.002"
+            ) from None
     config = replace(config, step_seconds=seconds)
     frac = config.client_test_fraction
     sizes = np.array([len(p) - local_test_size(len(p), frac) for p in parts])
