@@ -41,6 +41,7 @@ from fedtflite.protocol.replies import (
     TrainReplyEncoder,
     arrays_of,
     evaluate_reply,
+    step_budgets,
 )
 from fedtflite.protocol.settings import ClientSettings
 
@@ -141,10 +142,17 @@ def train(msg: Message, context: Context) -> Message:
     if keys.CONTROL in msg.content.array_records:  # SCAFFOLD
         control = arrays_of(msg.content.array_records[keys.CONTROL], names, "control")
     per_client = bool(config.get(keys.PER_CLIENT, 1))
+    budget = step_budgets(config)
 
     def client(cid: int) -> ClientUpdate:
+        steps = budget.get(cid, -1)
         return worker.train(
-            cid, server_round, global_weights, proximal_mu=proximal_mu, control=control
+            cid,
+            server_round,
+            global_weights,
+            proximal_mu=proximal_mu,
+            control=control,
+            max_steps=steps if steps >= 0 else None,
         )
 
     reply = TrainReplyEncoder(names, per_client)

@@ -207,6 +207,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import logging
 
+    from fedtflite.devices import format_time_to_accuracy
     from fedtflite.orchestrator import simulate
     from fedtflite.simulation import load_config
     from fedtflite.simulation.prepare import run_directory
@@ -233,6 +234,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"final test accuracy {last.test_accuracy:.4f} (loss {last.test_loss:.4f}) "
         f"after {last.round} rounds; run directory: {history.run_dir}"
     )
+    print(format_time_to_accuracy(history.time_to_accuracy()))
     return 0
 
 

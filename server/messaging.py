@@ -54,6 +54,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from fedtflite.algorithms.sampling import Phase, sample_clients, split_cohorts
+from fedtflite.devices import RoundTiming, VirtualRun
 from fedtflite.errors import RunFailedError
 from fedtflite.protocol import keys
 from fedtflite.protocol.replies import decode_reply, message_config
@@ -72,10 +73,13 @@ class RoundStats:
 
     Traffic is counted per simulated client, as a real deployment would send
     it: the weights (plus SCAFFOLD's control variate) down to every sampled
-    client, and each successful client's reply up.
+    client, and each successful client's reply up. ``clients_run`` are the
+    sampled clients actually trained (on the virtual clock, those aggregated);
+    ``timing`` is the round on the virtual clock (None without one).
     """
 
     clients_sampled: int = 0
+    clients_run: int = 0
     clients_ok: int = 0
     clients_failed: int = 0
     bytes_down: int = 0
@@ -87,6 +91,7 @@ class RoundStats:
     workers: dict[str, int] = field(default_factory=dict)
     workers_with_tensorflow: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    timing: RoundTiming | None = None
 
 
 class _VirtualGrid:
@@ -138,7 +143,9 @@ class CohortSampling:
 
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
     ``num_clients``, ``clients_per_message`` (0 = one message per node), ``per_client``
-    (reply every client's update instead of a pre-aggregated cohort), ``stats``.
+    (reply every client's update instead of a pre-aggregated cohort), ``stats``;
+    ``virtual`` (the run's :class:`~fedtflite.devices.VirtualRun`; None: sample
+    every client uniformly and time nothing) is set by the server.
     ``round_offset`` (set by a resumed run) is added to the round numbers Flower's
     loop passes in, so that round ``k`` of a run resumed after round ``r`` is
     round ``r + k`` everywhere: sampling, the clients' seeds, the statistics.
@@ -149,6 +156,7 @@ class CohortSampling:
     clients_per_message: int
     per_client: bool
     stats: dict[int, RoundStats]
+    virtual: VirtualRun | None = None
     round_offset: int = 0
     _dtypes: dict[str, np.dtype[Any]]
     _lost_in_a_row: int = 0
@@ -157,27 +165,54 @@ class CohortSampling:
     def _round(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats())
 
-    def _cohort_messages(
-        self,
-        template: Sequence[Message],
-        server_round: int,
-        grid: Grid,
-        phase: Phase,
-    ) -> list[Message]:
-        if not template:
-            return []
-        nodes = _wait_for_nodes(grid)
+    def _choose(
+        self, template: Sequence[Message], server_round: int, phase: Phase
+    ) -> tuple[list[int], dict[int, int]]:
+        """The clients to run and the step budgets of those cut short.
+
+        Training rounds are planned on the virtual clock (:mod:`fedtflite.
+        devices`) when the run has one: only online clients are sampled, and
+        only those whose update will be aggregated are run.
+        """
+        s = self._round(server_round)
+        content = template[0].content
+        per_client = _record_bytes(content)
+        if phase is Phase.TRAIN and self.virtual is not None:
+            weights = content.array_records[keys.ARRAYS].count_bytes()
+            up = weights * (2 if keys.CONTROL in content.array_records else 1)
+            plan, timing = self.virtual.plan_round(
+                server_round, len(template), per_client, up
+            )
+            s.timing = timing
+            s.clients_sampled = timing.clients_sampled
+            s.bytes_down += timing.clients_sampled * per_client
+            return plan.aggregated.tolist(), plan.budget()
         chosen = sample_clients(
             self.seed, server_round, phase, self.num_clients, len(template)
         )
+        if phase is Phase.TRAIN:
+            s.clients_sampled = len(template)
+        s.bytes_down += len(template) * per_client
+        return chosen.tolist(), {}
+
+    def _cohort_messages(
+        self,
+        template: Sequence[Message],
+        chosen: list[int],
+        budget: dict[int, int],
+        grid: Grid,
+    ) -> list[Message]:
+        if not chosen:
+            return []
+        nodes = _wait_for_nodes(grid)
         content = template[0].content
         message_type = template[0].metadata.message_type
         out = []
         for k, cohort in enumerate(
-            split_cohorts(chosen.tolist(), self.clients_per_message, len(nodes))
+            split_cohorts(chosen, self.clients_per_message, len(nodes))
         ):
             config = message_config(
-                content.config_records[keys.CONFIG], cohort, self.per_client
+                content.config_records[keys.CONFIG], cohort, self.per_client, budget
             )
             rd = RecordDict({k: v for k, v in content.items() if k != keys.CONFIG})
             rd[keys.CONFIG] = config
@@ -195,13 +230,14 @@ class CohortSampling:
     ) -> list[Message]:
         """Flower's messages (one per sampled client) as cohort messages, counted."""
         template = list(template)
-        out = self._cohort_messages(template, server_round, grid, phase)
+        if not template:
+            return []
+        chosen, budget = self._choose(template, server_round, phase)
+        out = self._cohort_messages(template, chosen, budget, grid)
         s = self._round(server_round)
         if phase is Phase.TRAIN:
-            s.clients_sampled = len(template)
+            s.clients_run = len(chosen)
         s.messages += len(out)
-        if template:
-            s.bytes_down += len(template) * _record_bytes(template[0].content)
         return out
 
     def configure_train(
@@ -270,13 +306,13 @@ class CohortSampling:
         server_round += self.round_offset
         s = self._round(server_round)
         unpacked, ok = self._unpack(replies, s, train=True)
-        s.clients_ok, s.clients_failed = ok, s.clients_sampled - ok
+        s.clients_ok, s.clients_failed = ok, s.clients_run - ok
         if s.errors:
             _log.warning(
                 "round %d: %d of %d clients failed; first: %s",
                 server_round,
                 s.clients_failed,
-                s.clients_sampled,
+                s.clients_run,
                 s.errors[0],
             )
         arrays: ArrayRecord | None

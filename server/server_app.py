@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
+from fedtflite.devices import ParticipationFiles, VirtualRun, format_time_to_accuracy
 from fedtflite.errors import RunFailedError
 from fedtflite.files import atomic_path
 from fedtflite.report import write_csv
@@ -35,6 +36,7 @@ from fedtflite.simulation.history import (
     ProgressBar,
     RoundCallback,
     RoundRecord,
+    crossings,
 )
 from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 from server.grid import StoppableGrid
@@ -53,10 +55,11 @@ app = ServerApp()
 
 
 def _record(
-    server_round: int, stats: RoundStats, test: Any, seconds: float
+    server_round: int, stats: RoundStats, test: Any, seconds: float, clock: float
 ) -> RoundRecord:
     tm, em = stats.train_metrics, stats.eval_metrics
     nan = math.nan
+    t = stats.timing
     return RoundRecord(
         round=server_round,
         test_loss=test.loss,
@@ -72,6 +75,10 @@ def _record(
         client_compute_seconds=stats.compute_seconds if stats.clients_sampled else nan,
         bytes_down=stats.bytes_down,
         bytes_up=stats.bytes_up,
+        virtual_seconds=t.virtual_seconds if t else 0.0,
+        virtual_clock=t.virtual_clock if t else clock,
+        clients_straggled=t.clients_straggled if t else 0,
+        clients_unavailable=t.clients_unavailable if t else 0,
     )
 
 
@@ -85,10 +92,12 @@ def run_server(
 
     Writes ``history.csv``, ``accuracy.png``, ``workers.csv`` (which worker
     process ran how many clients each round, and whether TensorFlow was loaded
-    in it) and ``final_weights.npz`` to the run directory; ``callbacks`` get every
-    round too. After every round it writes ``checkpoint.npz`` (removed when the
-    last round is done); a run prepared with ``resume`` goes on from it, after
-    the rounds it already has (which the callbacks get first).
+    in it), ``participation.csv`` / ``.png`` (who was sampled and aggregated,
+    against their devices) and ``final_weights.npz`` to the run directory;
+    ``callbacks`` get every round too. After every round it writes
+    ``checkpoint.npz`` (removed when the last round is done); a run prepared
+    with ``resume`` goes on from it, after the rounds it already has (which the
+    callbacks get first).
     """
     config = run.config
     model = ClientModel(Path(run.settings.model_path))
@@ -103,21 +112,29 @@ def run_server(
         initial = [ckpt.weights[n] for n in names]
         load_strategy_state(strategy, ckpt.strategy_state)
         done = strategy.round_offset = ckpt.round
+    virtual = None
+    if run.planner is not None:
+        state = ckpt.devices if ckpt is not None else {}
+        virtual = strategy.virtual = VirtualRun.from_state(run.planner, state)
     arrays = ArrayRecord(
         array_dict={n: Array(w) for n, w in zip(names, initial, strict=True)}
     )
 
     rows: list[RoundRecord] = list(run.history)
+    title = (
+        f"{config.strategy} · {config.model} · {config.num_clients} clients · "
+        f"{config.partitioner}"
+    )
     cbs: list[RoundCallback] = [
         CsvHistory(run.run_dir / "history.csv"),
-        AccuracyPlot(
-            run.run_dir / "accuracy.png",
-            f"{config.strategy} · {config.model} · {config.num_clients} clients · "
-            f"{config.partitioner}",
-        ),
+        AccuracyPlot(run.run_dir / "accuracy.png", title),
         ProgressBar(config.num_rounds, enabled=progress),
         *(callbacks or []),
     ]
+    if virtual is not None:
+        cbs.insert(
+            2, ParticipationFiles(run.run_dir, virtual, f"{title} · {config.devices}")
+        )
     for row in rows:  # a resumed run's earlier rounds
         for cb in cbs:
             cb.on_round(row)
@@ -146,7 +163,13 @@ def run_server(
             result = model.evaluate(test.images, test.labels)
         now = time.perf_counter()
         stats = strategy.stats.get(server_round, RoundStats())
-        row = _record(server_round, stats, result, now - clock[0])
+        row = _record(
+            server_round,
+            stats,
+            result,
+            now - clock[0],
+            virtual.clock if virtual is not None else math.nan,
+        )
         clock[0] = now
         rows.append(row)
         for cb in cbs:
@@ -163,6 +186,7 @@ def run_server(
                 config.to_mapping(),
                 dict(zip(names, weights, strict=True)),
                 strategy_state(strategy),
+                virtual.state() if virtual is not None else {},
             )
             save_checkpoint(checkpoint_path, state)
         # Every round, so that a user can see (and kill) a worker mid-run.
@@ -215,7 +239,8 @@ def _check_rounds(rows: list[RoundRecord], stats: dict[int, RoundStats]) -> None
     Such a round kept the previous weights: the run's result is not what its
     config asked for, although every round was recorded.
     """
-    failed = [r.round for r in rows[1:] if r.clients_sampled and not r.clients_ok]
+    # a round whose sampled clients all straggled (devices) ran none: not failed
+    failed = [r.round for r in rows[1:] if r.clients_failed and not r.clients_ok]
     if not failed:
         return
     reasons = (stats[r].errors[0] for r in failed if r in stats and stats[r].errors)
@@ -280,6 +305,7 @@ def main(grid: Grid, context: Context) -> None:
     run = prepare_run(config, directory, resume=resume, overwrite=overwrite)
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
-        run_server(grid, run)
+        rows = run_server(grid, run)
     finally:
         run.close()
+    _log.warning(format_time_to_accuracy(crossings(rows)))

@@ -33,6 +33,7 @@ from fedtflite.simulation.strategy_registry import STRATEGIES
 __all__ = [
     "CHECKPOINT_FILE",
     "EXECUTION_KEYS",
+    "MEASURED_KEY",
     "Checkpoint",
     "check_resumable",
     "load_checkpoint",
@@ -58,7 +59,10 @@ failed rounds fail it, not what it computes (``clients-per-message`` and
 ``client-cpus`` regroup clients into messages, which changes only the order of
 the float32 sums of pre-aggregation)."""
 
-_WEIGHTS, _STATE, _META = "w/", "s/", "meta"
+MEASURED_KEY = "step-seconds"
+"""A key whose 0 means "measure": a resumed run with 0 takes the checkpoint's."""
+
+_WEIGHTS, _STATE, _DEVICES, _META = "w/", "s/", "d/", "meta"
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,16 @@ class Checkpoint:
         The global weights by parameter name, in export order.
     strategy_state : dict of str to dict of str to np.ndarray
         The strategy's state attributes (``attribute -> {key: array}``).
+    devices : dict of str to np.ndarray
+        The virtual clock and participation counts
+        (:meth:`fedtflite.devices.VirtualRun.state`); empty before round 1.
     """
 
     round: int
     config: dict[str, Any]
     weights: dict[str, np.ndarray]
     strategy_state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    devices: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -91,11 +99,14 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     for attr, values in checkpoint.strategy_state.items():
         for key, a in values.items():
             arrays[f"{_STATE}{attr}/{key}"] = a
+    for key, a in checkpoint.devices.items():
+        arrays[_DEVICES + key] = a
     meta = {
         "round": checkpoint.round,
         "config": checkpoint.config,
         "weights": list(checkpoint.weights),
         "state": {attr: list(v) for attr, v in checkpoint.strategy_state.items()},
+        "devices": list(checkpoint.devices),
     }
     arrays[_META] = np.array(json.dumps(meta))
     with atomic_path(path) as tmp:
@@ -120,8 +131,9 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
                 attr: {k: f[f"{_STATE}{attr}/{k}"] for k in keys}
                 for attr, keys in meta["state"].items()
             }
+            devices = {k: f[_DEVICES + k] for k in meta.get("devices", [])}
             config = upgrade_run_config(meta["config"])  # written by older versions too
-            return Checkpoint(int(meta["round"]), config, weights, state)
+            return Checkpoint(int(meta["round"]), config, weights, state, devices)
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
         raise CheckpointError(
             f"{path}: not a readable fedtflite checkpoint ({type(e).__name__}: {e}); "
@@ -147,7 +159,8 @@ def check_resumable(
     Raises
     ------
     CheckpointError
-        A key other than :data:`EXECUTION_KEYS` differs, the run already has
+        A key other than :data:`EXECUTION_KEYS` differs (``step-seconds``
+        = 0 matches any: it takes the checkpoint's), the run already has
         ``num-rounds`` rounds, or the history ends before the checkpoint.
     """
     # A key added since the checkpoint was written ran at its default (a new
@@ -158,7 +171,9 @@ def check_resumable(
     changed = sorted(
         k
         for k in set(now) | set(there)
-        if k not in EXECUTION_KEYS and now.get(k) != there.get(k)
+        if k not in EXECUTION_KEYS
+        and now.get(k) != there.get(k)
+        and not (k == MEASURED_KEY and not config.get(k))
     )
     if changed:
         diffs = ", ".join(

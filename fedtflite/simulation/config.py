@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
+from fedtflite.devices.availability import parse_availability
+from fedtflite.devices.profiles import parse_devices
+from fedtflite.devices.rounds import STRAGGLER_POLICIES
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 from fedtflite.models.specs import DEFAULT_LEARNING_RATE, MAX_BATCH_SIZE, OPTIMIZERS
@@ -124,6 +127,30 @@ class SimulationConfig:
     data_dir : str
         Fashion-MNIST directory; "" uses the look-up order of
         :func:`fedtflite.data.find_data_dir`.
+    devices : str
+        Every client's device speed and bandwidths (``devices``): ``none`` (this
+        machine, free network), ``lognormal``, ``tiers[:high=S,mid=S,low=S]``,
+        or a device CSV / FedScale ``client_device_capacity`` file. See
+        :mod:`fedtflite.devices.profiles`.
+    availability : str
+        Who is online when (``availability``): ``always``, ``bernoulli:P``,
+        ``diurnal[:...]`` or a FedScale ``client_behave_trace`` file. See
+        :mod:`fedtflite.devices.availability`.
+    over_commit : float
+        Sample ``ceil(over-commit * K)`` online clients and aggregate the first
+        ``K`` to finish (``over-commit``, >= 1; 1 = no over-commitment).
+    round_deadline : float
+        Virtual seconds after which a round's updates are late
+        (``round-deadline``; 0 = no deadline).
+    straggler_policy : str
+        ``drop`` (late clients are discarded, never computed) or ``partial``
+        (they train the steps that fit before the deadline)
+        (``straggler-policy``).
+    step_seconds : float
+        Seconds of one ``train`` step on this machine, the virtual clock's unit
+        (``step-seconds``); 0 (default) measures it once per run
+        (:mod:`fedtflite.devices.calibrate`) and the run's ``config.toml``
+        records the number, so that a replay or resume prices steps the same.
     allow_failed_rounds : bool
         ``allow-failed-rounds``: accept a run in which some round aggregated no
         update (every sampled client failed; the weights stay the previous
@@ -172,6 +199,12 @@ class SimulationConfig:
     client_cpus: float = 1.0
     clients_per_message: int = 0
     data_dir: str = ""
+    devices: str = "none"
+    availability: str = "always"
+    over_commit: float = 1.0
+    round_deadline: float = 0.0
+    straggler_policy: str = "drop"
+    step_seconds: float = 0.0
     allow_failed_rounds: bool = False
 
     def __post_init__(self) -> None:
@@ -344,12 +377,37 @@ def _validate(c: SimulationConfig) -> None:
         c.fraction_evaluate,
         "expected 0 when client-test-fraction = 0 (clients hold no test split)",
     )
+    _validate_devices(c)
     for key in ("eta", "eta-l", "tau", "server-learning-rate"):
         v = getattr(c, key.replace("-", "_"))
         _check(v > 0, key, v, "expected > 0")
     for key in ("beta-1", "beta-2", "server-momentum"):
         v = getattr(c, key.replace("-", "_"))
         _check(0 <= v < 1, key, v, "expected in [0, 1)")
+
+
+def _validate_devices(c: SimulationConfig) -> None:
+    parse_devices(c.devices)  # each raises ConfigError naming its key
+    parse_availability(c.availability)
+    _check(c.over_commit >= 1, "over-commit", c.over_commit, "expected >= 1")
+    _check(
+        c.round_deadline >= 0,
+        "round-deadline",
+        c.round_deadline,
+        "expected seconds > 0, or 0 for no deadline",
+    )
+    _check(
+        c.straggler_policy in STRAGGLER_POLICIES,
+        "straggler-policy",
+        c.straggler_policy,
+        f"expected one of {', '.join(STRAGGLER_POLICIES)}",
+    )
+    _check(
+        c.step_seconds >= 0,
+        "step-seconds",
+        c.step_seconds,
+        "expected seconds > 0, or 0 to measure them",
+    )
 
 
 RENAMED_KEYS = {"cohort-size": "clients-per-message"}

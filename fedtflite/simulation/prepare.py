@@ -10,7 +10,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,14 @@ from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.data import (
     CLASS_NAMES,
     load_fashion_mnist,
+    local_test_size,
     partition_stats,
     validate_partition_spec,
     write_partition_stats,
 )
 from fedtflite.data.partition_file import cached_partition, save_partition
-from fedtflite.errors import ConfigError, DataShapeError
+from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
+from fedtflite.errors import ConfigError, DataShapeError, NonFiniteError
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
@@ -61,6 +63,9 @@ class PreparedRun:
         Where a resumed run goes on from (None: it starts at round 0).
     history : tuple of RoundRecord
         A resumed run's rounds up to its checkpoint (empty otherwise).
+    planner : RoundPlanner or None
+        The run's devices, availability and round rules (the virtual clock's
+        model); ``config.step_seconds`` is the measured or pinned step.
     lock : RunDirLock or None
         The run directory's exclusive lock (:mod:`fedtflite.rundir`), held
         until :meth:`close`.
@@ -74,6 +79,7 @@ class PreparedRun:
     checkpoint: Checkpoint | None = None
     history: tuple[RoundRecord, ...] = ()
     lock: RunDirLock | None = None
+    planner: RoundPlanner | None = None
 
     def wait(self) -> None:
         """Join the background writers."""
@@ -277,6 +283,10 @@ def _prepare(
             "fed_eval_* stay NaN; use fewer num-clients or fraction-evaluate = 0"
         )
 
+    t = time.perf_counter()
+    config, planner = _devices(config, model, parts, checkpoint)
+    timings["devices"] = time.perf_counter() - t
+
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
         # Clients' stored state (SCAFFOLD's c_i) belongs to one run: a run reusing
@@ -309,8 +319,62 @@ def _prepare(
         state_dir=str(ClientStateStore.of_run(run_dir).directory),
     )
     return PreparedRun(
-        config, run_dir, settings, timings, (plotter,), checkpoint, history, lock
+        config,
+        run_dir,
+        settings,
+        timings,
+        (plotter,),
+        checkpoint,
+        history,
+        lock,
+        planner,
     )
+
+
+def _devices(
+    config: SimulationConfig,
+    model: ClientModel,
+    parts: list[np.ndarray],
+    checkpoint: Checkpoint | None,
+) -> tuple[SimulationConfig, RoundPlanner]:
+    """The config with its step price settled, and the run's round planner.
+
+    ``step-seconds = 0`` takes a resumed run's recorded number, else measures
+    this model's step once (cached per machine, model and batch size).
+    """
+    seconds = config.step_seconds
+    if not seconds and checkpoint is not None:
+        seconds = float(checkpoint.config.get("step-seconds", 0.0))
+    if not seconds:
+        # on a probe with learning rate 0: a step's time does not depend on it,
+        # and a diverging learning rate must fail in the run, not here
+        probe = ClientModel(model.model_bytes)
+        if probe.supports_learning_rate:
+            probe.set_learning_rate(0.0)
+        try:
+            seconds = cached_step_seconds(probe, config.batch_size)
+        except NonFiniteError as e:
+            raise ConfigError(
+                f"step-seconds = 0 measures a train step, which failed ({e}); "
+                "pin it, e.g. step-seconds = 0.002"
+            ) from None
+    config = replace(config, step_seconds=seconds)
+    frac = config.client_test_fraction
+    sizes = np.array([len(p) - local_test_size(len(p), frac) for p in parts])
+    planner = make_planner(
+        devices=config.devices,
+        availability=config.availability,
+        num_clients=config.num_clients,
+        seed=config.seed,
+        train_sizes=sizes,
+        batch_size=config.batch_size,
+        local_epochs=config.local_epochs,
+        step_seconds=seconds,
+        over_commit=config.over_commit,
+        round_deadline=config.round_deadline,
+        straggler_policy=config.straggler_policy,
+    )
+    return config, planner
 
 
 def _write_stats(stats: np.ndarray, run_dir: Path) -> None:

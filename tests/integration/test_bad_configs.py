@@ -19,9 +19,6 @@ pytestmark = pytest.mark.integration
 # The module (the package's ``simulate`` attribute is the function).
 run_module = importlib.import_module("fedtflite.orchestrator.simulate")
 
-# the module, not the function of the same name that fedtflite.orchestrator exports
-run_module = importlib.import_module("fedtflite.orchestrator.simulate")
-
 
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +84,35 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         (
             ["model=nowhere.tflite"],
             r"^error: model = 'nowhere\.tflite': no such file",
+        ),
+        (
+            ["devices=fast"],
+            r"^error: devices = 'fast' is not valid: expected none, lognormal, ",
+        ),
+        (
+            ["availability=sometimes"],
+            r"^error: availability = 'sometimes' is not valid: expected always, ",
+        ),
+        (
+            ["availability='bernoulli:1.5'"],
+            r"^error: availability = 'bernoulli:1\.5' is not valid: probability",
+        ),
+        (
+            ["over-commit=0.5"],
+            r"^error: over-commit = 0\.5 is not valid: expected >= 1$",
+        ),
+        (
+            ["round-deadline=-1"],
+            r"^error: round-deadline = -1\.0 is not valid: expected seconds > 0",
+        ),
+        (
+            ["straggler-policy=wait"],
+            r"^error: straggler-policy = 'wait' is not valid: expected one of "
+            r"drop, partial$",
+        ),
+        (
+            ["step-seconds=-0.1"],
+            r"^error: step-seconds = -0\.1 is not valid: expected seconds > 0",
         ),
     ],
 )
@@ -192,3 +218,46 @@ def test_an_out_that_cannot_take_the_run(
 
     _one_line(code, capsys.readouterr().err, message)
     assert (tmp_path / "other-run" / "history.csv").read_text() == "round\n0\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "devices.csv",
+            b"client_id,compute_factor,download_kbps,upload_kbps\n0,fast,1,1\n",
+            r"^error: .*devices\.csv.*compute_factor",
+        ),
+        (
+            # a pickle that would run os.system: refused, never executed
+            "client_device_capacity",
+            b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.",
+            r"^error: .*client_device_capacity: refused: the pickle asks for ",
+        ),
+    ],
+)
+def test_a_bad_device_file_fails_in_one_line_before_ray(
+    name: str,
+    content: bytes,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "simulate",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--set",
+            f"devices={str(path)!r}",
+        ]
+    )
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert re.search(message, err, re.IGNORECASE), err
