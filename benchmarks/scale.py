@@ -222,7 +222,9 @@ def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
     config = _overhead_config(k, rounds, epochs)
     memory, cpu = _Memory(rounds), _Cpu()
     run_dir = out / f"k{k}-e{epochs}"
-    history = simulate(config, run_dir, callbacks=[memory, cpu], progress=False)
+    history = simulate(
+        config, run_dir, callbacks=[memory, cpu], progress=False, overwrite=True
+    )
     floor = measure_floor(config, run_dir, server_round=2) / _workers()
     physical = measure_physical_floor(config, run_dir, server_round=2) / _workers()
     physical_cpu = (
@@ -282,7 +284,7 @@ def keras_rows(k: int, rounds: int, out: Path) -> dict[str, Any]:
             "seed=0",
         ],
     )
-    history = simulate(config, out / f"keras-k{k}", progress=False)
+    history = simulate(config, out / f"keras-k{k}", progress=False, overwrite=True)
     ours = statistics.median(r.seconds for r in history.rounds[2:])
     theirs = statistics.median(keras["round_seconds"][1:])
     return {
@@ -327,13 +329,13 @@ def startup_rows(out: Path) -> list[dict[str, Any]]:
     """Start-up to the first round: the command, a cold local Ray, a running Ray."""
     config = load_config(None, [*COMMON, "num-rounds=1"])
     rows = [command_startup(out)]
-    cold = simulate(config, out / "startup-cold", progress=False)
+    cold = simulate(config, out / "startup-cold", progress=False, overwrite=True)
     rows.append({"mode": "started by the run", **cold.startup})
     import ray
 
     start_ray("", num_cpus=os.cpu_count())  # as `ray start --head` would
     try:
-        warm = simulate(config, out / "startup-warm", progress=False)
+        warm = simulate(config, out / "startup-warm", progress=False, overwrite=True)
     finally:
         ray.shutdown()
     rows.append({"mode": "already running", **warm.startup})

@@ -41,6 +41,7 @@ from fedtflite.protocol.replies import (
     TrainReplyEncoder,
     arrays_of,
     evaluate_reply,
+    step_budgets,
 )
 from fedtflite.protocol.settings import ClientSettings
 
@@ -94,13 +95,23 @@ class _Cohort:
         self.seconds = 0.0
 
     def run(self, client: Callable[[int], _R]) -> Iterator[tuple[int, _R]]:
-        """``(client id, client(id))`` for every client that did not fail."""
+        """``(client id, client(id))`` for every client that did not fail.
+
+        Any exception of a client (ours, or an unexpected one, named by its
+        type) is that client's one-line failure; the log gets no traceback per
+        client, and the rest of the cohort still runs.
+        """
         for cid in self.cohort:
             try:
                 result = client(cid)
             except FedTfliteError as e:
                 self.failed.append(cid)
                 self.errors.append(f"client {cid}: {e}")
+                continue
+            except Exception as e:  # reported as that client's failure
+                self.failed.append(cid)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                self.errors.append(f"client {cid}: {type(e).__name__}: {first}")
                 continue
             self.ok.append(cid)
             self.seconds += result.seconds
@@ -131,10 +142,17 @@ def train(msg: Message, context: Context) -> Message:
     if keys.CONTROL in msg.content.array_records:  # SCAFFOLD
         control = arrays_of(msg.content.array_records[keys.CONTROL], names, "control")
     per_client = bool(config.get(keys.PER_CLIENT, 1))
+    budget = step_budgets(config)
 
     def client(cid: int) -> ClientUpdate:
+        steps = budget.get(cid, -1)
         return worker.train(
-            cid, server_round, global_weights, proximal_mu=proximal_mu, control=control
+            cid,
+            server_round,
+            global_weights,
+            proximal_mu=proximal_mu,
+            control=control,
+            max_steps=steps if steps >= 0 else None,
         )
 
     reply = TrainReplyEncoder(names, per_client)

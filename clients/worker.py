@@ -28,7 +28,7 @@ from fedtflite.data import (
     to_float,
 )
 from fedtflite.data.partition_file import load_partition
-from fedtflite.errors import ConfigError, ModelFileError
+from fedtflite.errors import ConfigError, ModelFileError, PartitionError
 from fedtflite.personalization import PersonalResult, personalize_client
 from fedtflite.protocol.settings import ClientSettings
 from fedtflite.runtime import ClientModel, EvalResult
@@ -142,6 +142,7 @@ class Worker:
         *,
         proximal_mu: float | None = None,
         control: Sequence[np.ndarray] | None = None,
+        max_steps: int | None = None,
     ) -> ClientUpdate:
         """Local training of one client from the global weights.
 
@@ -156,6 +157,9 @@ class Worker:
         control : sequence of np.ndarray, optional
             SCAFFOLD's global control variate ``c``; the client's own ``c_i``
             comes from (and goes back to) its file under ``state_dir``.
+        max_steps : int, optional
+            Most ``train`` steps (a device that runs out of time before the
+            round's deadline); None: the full ``local_epochs``.
 
         Raises
         ------
@@ -164,6 +168,10 @@ class Worker:
         """
         model, s = self.model, self.settings
         data = self.client_data(client_id)
+        if not len(data.train_labels):
+            raise PartitionError(
+                f"client {client_id} holds no training example; it cannot train"
+            )
         start = time.perf_counter()
         model.restore(global_weights)
         if s.learning_rate is not None:
@@ -180,6 +188,7 @@ class Worker:
             epochs=s.local_epochs,
             batch_size=s.batch_size,
             rng=self.rng(client_id, server_round),
+            max_steps=max_steps,
         )
         weights = model.parameters(check_finite=True)
         seconds = time.perf_counter() - start

@@ -1,22 +1,54 @@
 """The ``fedtflite`` command line: a thin layer over the library.
 
-Every :class:`~fedtflite.errors.FedTfliteError` ends the command with exit code 2
-and one line on stderr, never a traceback.
+Exit codes: 0 done; 2 the input was refused (every
+:class:`~fedtflite.errors.FedTfliteError` but a failed run: one line on
+stderr, never a traceback); 3 the run ran but failed
+(:class:`~fedtflite.errors.RunFailedError`); 130 / 143 interrupted by SIGINT /
+SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedtflite.errors import ConfigError, FedTfliteError
+from fedtflite.errors import (
+    ConfigError,
+    FedTfliteError,
+    RunFailedError,
+    RunInterruptedError,
+)
 from fedtflite.models.specs import DEFAULT_LEARNING_RATE
 
-__all__ = ["main"]
+__all__ = ["EXIT_FAILED_RUN", "EXIT_REFUSED", "main"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "default.toml"
+EXIT_REFUSED = 2
+"""Exit code of a refused input (bad key, value, file, busy run directory)."""
+EXIT_FAILED_RUN = 3
+"""Exit code of a run that failed (a round aggregated no update, a lost worker)."""
+
+
+def _check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written.
+
+    The file is opened for appending (and removed again if that created it):
+    the one test that also holds for root, read-only mounts and ``/proc``.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; expected a file path")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write there ({e.strerror})") from None
+    if not existed:
+        path.unlink()
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -27,6 +59,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             "build needs an architecture (mlp, cnn, 2nn, fedavg-cnn) or "
             "--keras MODEL.keras, not both"
         )
+    _check_output_file(args.out, "--out")
     if args.keras is not None:
         return _build_keras(args)
     spec = ModelSpec(
@@ -90,6 +123,7 @@ def _build_keras(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from fedtflite.data import CLASS_NAMES
     from fedtflite.runtime import ClientModel
     from fedtflite.runtime.client_model import signature_table
 
@@ -97,8 +131,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         model = ClientModel(args.file)
     except FedTfliteError as e:
         print(f"invalid client model: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     c = model.contract
+    if c.num_classes != len(CLASS_NAMES):
+        print(
+            f"invalid client model: {c.source}: infer has {c.num_classes} output "
+            f"classes; Fashion-MNIST has {len(CLASS_NAMES)} (expected "
+            f"[B,{len(CLASS_NAMES)}])",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     print(f"{c.source}: valid client model ({len(model.model_bytes)} bytes)")
     print(f"sha256: {model.sha256}")
     for line in signature_table(model):
@@ -128,13 +170,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fedtflite.simulation import SimulationConfig
     from fedtflite.simulation.prepare import resolve_model
 
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs} is not valid: expected >= 1")
+    if args.save:
+        _check_output_file(args.save, "--save")
     config = SimulationConfig(
         model=str(args.model),
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
-    model = ClientModel(resolve_model(config))
+    model = ClientModel(resolve_model(config), source=str(args.model))
     data = load_fashion_mnist(args.data_dir)
     print(
         f"centralized training of {args.model} through LiteRT `train`: "
@@ -161,6 +207,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import logging
 
+    from fedtflite.devices import format_time_to_accuracy
     from fedtflite.orchestrator import simulate
     from fedtflite.simulation import load_config
     from fedtflite.simulation.prepare import run_directory
@@ -170,17 +217,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     logging.getLogger("fedtflite").setLevel(logging.INFO)
     path = args.config if args.config else DEFAULT_CONFIG
     config = load_config(path, args.set)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
     run_dir = run_directory(
         args.out, args.resume, resume_name="--resume", run_dir_name="--out"
     )
     history = simulate(
-        config, run_dir, progress=not args.no_progress, resume=args.resume
+        config,
+        run_dir,
+        progress=not args.no_progress,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     last = history.rounds[-1]
     print(
         f"final test accuracy {last.test_accuracy:.4f} (loss {last.test_loss:.4f}) "
         f"after {last.round} rounds; run directory: {history.run_dir}"
     )
+    print(format_time_to_accuracy(history.time_to_accuracy()))
     return 0
 
 
@@ -458,6 +512,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="go on from the --out directory's checkpoint (after its last round)",
     )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --out directory that holds another run",
+    )
     s.set_defaults(func=_cmd_simulate)
 
     w = sub.add_parser(
@@ -552,9 +611,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except RunInterruptedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 128 + (e.signum or signal.SIGINT)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except RunFailedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED_RUN
     except FedTfliteError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     return code
 
 

@@ -7,6 +7,8 @@ handle them all; the CLI turns them into exit code 2 without a traceback.
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -22,6 +24,9 @@ __all__ = [
     "ModelFileError",
     "NonFiniteError",
     "PartitionError",
+    "RunDirBusyError",
+    "RunFailedError",
+    "RunInterruptedError",
     "SignatureMismatchError",
     "UnsafePickleError",
     "WeightsMismatchError",
@@ -87,6 +92,31 @@ class KerasModelError(FedTfliteError):
 
 class ConfigError(FedTfliteError):
     """An unknown configuration key or a value outside its valid range."""
+
+
+class RunDirBusyError(FedTfliteError):
+    """Another live process holds the run directory's lock (its pid is named)."""
+
+
+class RunFailedError(FedTfliteError):
+    """A run that ran but failed: a round aggregated no update (every sampled
+    client failed), or a worker process died and could not be replaced. The CLI
+    exits with code 3 (not 2, which means the input was refused)."""
+
+
+class RunInterruptedError(FedTfliteError):
+    """SIGINT or SIGTERM ended the run (between two rounds' records).
+
+    Attributes
+    ----------
+    signum : int
+        The signal; the CLI exits with ``128 + signum`` (130, 143).
+    """
+
+    def __init__(self, signum: int, message: str = ""):
+        name = signal.Signals(signum).name if signum else "a stop request"
+        super().__init__(message or f"interrupted by {name}")
+        self.signum = signum
 
 
 class CheckpointError(FedTfliteError):

@@ -23,8 +23,15 @@ changes how a round's clients are *reached*, never how they are aggregated:
 Failed clients: a client whose training fails (non-finite loss or weights, data
 that do not fit) is reported by its cohort and left out of the aggregate, and
 only it; a cohort whose whole message failed (its worker crashed) loses all its
-clients. A round in which every client failed keeps the previous global weights.
-The history counts failed clients in ``clients_failed``.
+clients. A worker process that dies is restarted by Ray and the message it was
+running is retried on the new process (``max_restarts``, ``max_task_retries``;
+see :data:`fedtflite.orchestrator.simulate.WORKER_RESTARTS`), so a killed worker
+costs no client. A worker Ray cannot bring back fails its messages; two phases
+in a row (train, then evaluate, of the same or the next round) that lose a whole
+message end the run with :class:`~fedtflite.errors.RunFailedError` rather than
+running on crippled. A round in which every client failed keeps the
+previous global weights. The history counts failed clients in
+``clients_failed``.
 """
 
 from __future__ import annotations
@@ -47,8 +54,11 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from fedtflite.algorithms.sampling import Phase, sample_clients, split_cohorts
+from fedtflite.devices import RoundTiming, VirtualRun
+from fedtflite.errors import RunFailedError
 from fedtflite.protocol import keys
 from fedtflite.protocol.replies import decode_reply, message_config
+from fedtflite.stop import check_stop
 
 __all__ = ["CohortSampling", "RoundStats"]
 
@@ -63,10 +73,13 @@ class RoundStats:
 
     Traffic is counted per simulated client, as a real deployment would send
     it: the weights (plus SCAFFOLD's control variate) down to every sampled
-    client, and each successful client's reply up.
+    client, and each successful client's reply up. ``clients_run`` are the
+    sampled clients actually trained (on the virtual clock, those aggregated);
+    ``timing`` is the round on the virtual clock (None without one).
     """
 
     clients_sampled: int = 0
+    clients_run: int = 0
     clients_ok: int = 0
     clients_failed: int = 0
     bytes_down: int = 0
@@ -78,6 +91,7 @@ class RoundStats:
     workers: dict[str, int] = field(default_factory=dict)
     workers_with_tensorflow: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    timing: RoundTiming | None = None
 
 
 class _VirtualGrid:
@@ -100,6 +114,7 @@ def _wait_for_nodes(grid: Grid, timeout: float = NODE_TIMEOUT) -> list[int]:
     """
     start = last_log = time.monotonic()
     while not (nodes := sorted(grid.get_node_ids())):
+        check_stop()
         now = time.monotonic()
         if now - start > timeout:
             raise RuntimeError(
@@ -128,7 +143,9 @@ class CohortSampling:
 
     Attributes set by :func:`server.strategies.make_strategy`: ``seed``,
     ``num_clients``, ``clients_per_message`` (0 = one message per node), ``per_client``
-    (reply every client's update instead of a pre-aggregated cohort), ``stats``.
+    (reply every client's update instead of a pre-aggregated cohort), ``stats``;
+    ``virtual`` (the run's :class:`~fedtflite.devices.VirtualRun`; None: sample
+    every client uniformly and time nothing) is set by the server.
     ``round_offset`` (set by a resumed run) is added to the round numbers Flower's
     loop passes in, so that round ``k`` of a run resumed after round ``r`` is
     round ``r + k`` everywhere: sampling, the clients' seeds, the statistics.
@@ -139,33 +156,63 @@ class CohortSampling:
     clients_per_message: int
     per_client: bool
     stats: dict[int, RoundStats]
+    virtual: VirtualRun | None = None
     round_offset: int = 0
     _dtypes: dict[str, np.dtype[Any]]
+    _lost_in_a_row: int = 0
+    """Phases in a row in which a whole message failed (a worker died)."""
 
     def _round(self, server_round: int) -> RoundStats:
         return self.stats.setdefault(server_round, RoundStats())
 
-    def _cohort_messages(
-        self,
-        template: Sequence[Message],
-        server_round: int,
-        grid: Grid,
-        phase: Phase,
-    ) -> list[Message]:
-        if not template:
-            return []
-        nodes = _wait_for_nodes(grid)
+    def _choose(
+        self, template: Sequence[Message], server_round: int, phase: Phase
+    ) -> tuple[list[int], dict[int, int]]:
+        """The clients to run and the step budgets of those cut short.
+
+        Training rounds are planned on the virtual clock (:mod:`fedtflite.
+        devices`) when the run has one: only online clients are sampled, and
+        only those whose update will be aggregated are run.
+        """
+        s = self._round(server_round)
+        content = template[0].content
+        per_client = _record_bytes(content)
+        if phase is Phase.TRAIN and self.virtual is not None:
+            weights = content.array_records[keys.ARRAYS].count_bytes()
+            up = weights * (2 if keys.CONTROL in content.array_records else 1)
+            plan, timing = self.virtual.plan_round(
+                server_round, len(template), per_client, up
+            )
+            s.timing = timing
+            s.clients_sampled = timing.clients_sampled
+            s.bytes_down += timing.clients_sampled * per_client
+            return plan.aggregated.tolist(), plan.budget()
         chosen = sample_clients(
             self.seed, server_round, phase, self.num_clients, len(template)
         )
+        if phase is Phase.TRAIN:
+            s.clients_sampled = len(template)
+        s.bytes_down += len(template) * per_client
+        return chosen.tolist(), {}
+
+    def _cohort_messages(
+        self,
+        template: Sequence[Message],
+        chosen: list[int],
+        budget: dict[int, int],
+        grid: Grid,
+    ) -> list[Message]:
+        if not chosen:
+            return []
+        nodes = _wait_for_nodes(grid)
         content = template[0].content
         message_type = template[0].metadata.message_type
         out = []
         for k, cohort in enumerate(
-            split_cohorts(chosen.tolist(), self.clients_per_message, len(nodes))
+            split_cohorts(chosen, self.clients_per_message, len(nodes))
         ):
             config = message_config(
-                content.config_records[keys.CONFIG], cohort, self.per_client
+                content.config_records[keys.CONFIG], cohort, self.per_client, budget
             )
             rd = RecordDict({k: v for k, v in content.items() if k != keys.CONFIG})
             rd[keys.CONFIG] = config
@@ -183,13 +230,14 @@ class CohortSampling:
     ) -> list[Message]:
         """Flower's messages (one per sampled client) as cohort messages, counted."""
         template = list(template)
-        out = self._cohort_messages(template, server_round, grid, phase)
+        if not template:
+            return []
+        chosen, budget = self._choose(template, server_round, phase)
+        out = self._cohort_messages(template, chosen, budget, grid)
         s = self._round(server_round)
         if phase is Phase.TRAIN:
-            s.clients_sampled = len(template)
+            s.clients_run = len(chosen)
         s.messages += len(out)
-        if template:
-            s.bytes_down += len(template) * _record_bytes(template[0].content)
         return out
 
     def configure_train(
@@ -217,9 +265,11 @@ class CohortSampling:
         """Per-client (or pre-aggregated) replies in client order, and #ok clients."""
         keyed: list[tuple[int, Message]] = []
         ok_total = 0
+        lost = []
         for reply in replies:
             if reply.has_error():
-                s.errors.append(f"a cohort failed: {reply.error.reason}")
+                lost.append(_first_line(reply.error.reason or ""))
+                s.errors.append(f"a whole message failed: {lost[-1]}")
                 continue
             decoded = decode_reply(reply, train=train)
             status = decoded.status
@@ -239,6 +289,14 @@ class CohortSampling:
                     s.bytes_up += copies * _record_bytes(message.content)
                 keyed.append((cid, message))
         keyed.sort(key=lambda item: item[0])  # aggregation order = client order
+        self._lost_in_a_row = self._lost_in_a_row + 1 if lost else 0
+        if self._lost_in_a_row >= 2:
+            server_round = next(r for r, v in self.stats.items() if v is s)
+            raise RunFailedError(
+                f"round {server_round}: a worker process died and was not "
+                f"replaced (whole messages failed in two phases in a row); last: "
+                f"{lost[0]}"
+            )
         return [m for _, m in keyed], ok_total
 
     def aggregate_train(
@@ -248,13 +306,13 @@ class CohortSampling:
         server_round += self.round_offset
         s = self._round(server_round)
         unpacked, ok = self._unpack(replies, s, train=True)
-        s.clients_ok, s.clients_failed = ok, s.clients_sampled - ok
+        s.clients_ok, s.clients_failed = ok, s.clients_run - ok
         if s.errors:
             _log.warning(
                 "round %d: %d of %d clients failed; first: %s",
                 server_round,
                 s.clients_failed,
-                s.clients_sampled,
+                s.clients_run,
                 s.errors[0],
             )
         arrays: ArrayRecord | None
@@ -289,6 +347,12 @@ class CohortSampling:
             metrics = super().aggregate_evaluate(server_round, weighted)  # type: ignore[misc]
         s.eval_metrics = _scalars(metrics)
         return metrics
+
+
+def _first_line(text: str) -> str:
+    """The first non-empty line of an error text (Ray's run to many lines)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
 
 
 def _num_examples(content: RecordDict) -> float:

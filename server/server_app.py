@@ -7,6 +7,7 @@ centralized evaluation every round, and the run directory's history.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import time
@@ -18,6 +19,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtflite.data import load_fashion_mnist
+from fedtflite.devices import ParticipationFiles, VirtualRun, format_time_to_accuracy
+from fedtflite.errors import RunFailedError
+from fedtflite.files import atomic_path
 from fedtflite.report import write_csv
 from fedtflite.runtime import ClientModel, EvalResult
 from fedtflite.simulation.checkpoint import (
@@ -32,8 +36,10 @@ from fedtflite.simulation.history import (
     ProgressBar,
     RoundCallback,
     RoundRecord,
+    crossings,
 )
 from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
+from server.grid import StoppableGrid
 from server.personalize import personalize_run
 from server.strategies import (
     RoundStats,
@@ -49,10 +55,11 @@ app = ServerApp()
 
 
 def _record(
-    server_round: int, stats: RoundStats, test: Any, seconds: float
+    server_round: int, stats: RoundStats, test: Any, seconds: float, clock: float
 ) -> RoundRecord:
     tm, em = stats.train_metrics, stats.eval_metrics
     nan = math.nan
+    t = stats.timing
     return RoundRecord(
         round=server_round,
         test_loss=test.loss,
@@ -68,6 +75,10 @@ def _record(
         client_compute_seconds=stats.compute_seconds if stats.clients_sampled else nan,
         bytes_down=stats.bytes_down,
         bytes_up=stats.bytes_up,
+        virtual_seconds=t.virtual_seconds if t else 0.0,
+        virtual_clock=t.virtual_clock if t else clock,
+        clients_straggled=t.clients_straggled if t else 0,
+        clients_unavailable=t.clients_unavailable if t else 0,
     )
 
 
@@ -81,10 +92,12 @@ def run_server(
 
     Writes ``history.csv``, ``accuracy.png``, ``workers.csv`` (which worker
     process ran how many clients each round, and whether TensorFlow was loaded
-    in it) and ``final_weights.npz`` to the run directory; ``callbacks`` get every
-    round too. After every round it writes ``checkpoint.npz`` (removed when the
-    last round is done); a run prepared with ``resume`` goes on from it, after
-    the rounds it already has (which the callbacks get first).
+    in it), ``participation.csv`` / ``.png`` (who was sampled and aggregated,
+    against their devices) and ``final_weights.npz`` to the run directory;
+    ``callbacks`` get every round too. After every round it writes
+    ``checkpoint.npz`` (removed when the last round is done); a run prepared
+    with ``resume`` goes on from it, after the rounds it already has (which the
+    callbacks get first).
     """
     config = run.config
     model = ClientModel(Path(run.settings.model_path))
@@ -99,26 +112,37 @@ def run_server(
         initial = [ckpt.weights[n] for n in names]
         load_strategy_state(strategy, ckpt.strategy_state)
         done = strategy.round_offset = ckpt.round
+    virtual = None
+    if run.planner is not None:
+        state = ckpt.devices if ckpt is not None else {}
+        virtual = strategy.virtual = VirtualRun.from_state(run.planner, state)
     arrays = ArrayRecord(
         array_dict={n: Array(w) for n, w in zip(names, initial, strict=True)}
     )
 
     rows: list[RoundRecord] = list(run.history)
+    title = (
+        f"{config.strategy} · {config.model} · {config.num_clients} clients · "
+        f"{config.partitioner}"
+    )
     cbs: list[RoundCallback] = [
         CsvHistory(run.run_dir / "history.csv"),
-        AccuracyPlot(
-            run.run_dir / "accuracy.png",
-            f"{config.strategy} · {config.model} · {config.num_clients} clients · "
-            f"{config.partitioner}",
-        ),
+        AccuracyPlot(run.run_dir / "accuracy.png", title),
         ProgressBar(config.num_rounds, enabled=progress),
         *(callbacks or []),
     ]
+    if virtual is not None:
+        cbs.insert(
+            2, ParticipationFiles(run.run_dir, virtual, f"{title} · {config.devices}")
+        )
     for row in rows:  # a resumed run's earlier rounds
         for cb in cbs:
             cb.on_round(row)
     clock = [time.perf_counter()]
     checkpoint_path = run.run_dir / CHECKPOINT_FILE
+    workers_path = run.run_dir / "workers.csv"
+    # A resumed run keeps the rows of the rounds it goes on after.
+    earlier = _read_workers(workers_path, done) if ckpt is not None else []
 
     def central_evaluation(
         server_round: int, global_arrays: ArrayRecord
@@ -139,7 +163,13 @@ def run_server(
             result = model.evaluate(test.images, test.labels)
         now = time.perf_counter()
         stats = strategy.stats.get(server_round, RoundStats())
-        row = _record(server_round, stats, result, now - clock[0])
+        row = _record(
+            server_round,
+            stats,
+            result,
+            now - clock[0],
+            virtual.clock if virtual is not None else math.nan,
+        )
         clock[0] = now
         rows.append(row)
         for cb in cbs:
@@ -156,8 +186,11 @@ def run_server(
                 config.to_mapping(),
                 dict(zip(names, weights, strict=True)),
                 strategy_state(strategy),
+                virtual.state() if virtual is not None else {},
             )
             save_checkpoint(checkpoint_path, state)
+        # Every round, so that a user can see (and kill) a worker mid-run.
+        _write_workers(workers_path, earlier, strategy.stats)
         return MetricRecord(
             {"test-loss": result.loss, "test-accuracy": result.accuracy}
         )
@@ -167,6 +200,7 @@ def run_server(
         # round of cohorts takes tens of milliseconds.
         grid.pull_interval = 0.005
     train_config = ConfigRecord(run.settings.to_config())
+    grid = StoppableGrid(grid)  # a SIGINT ends the run between two polls
     try:
         result = strategy.start(
             grid=grid,
@@ -182,39 +216,96 @@ def run_server(
     finally:
         for cb in cbs:
             cb.on_end()
-        _write_workers(run.run_dir / "workers.csv", strategy.stats)
+        _write_workers(workers_path, earlier, strategy.stats)
+    if not config.allow_failed_rounds:
+        _check_rounds(rows, strategy.stats)
     return rows
 
 
-def _write_workers(path: Path, stats: dict[int, RoundStats]) -> None:
-    write_csv(
-        path,
-        ["round", "worker", "clients", "tensorflow"],
-        (
-            [server_round, worker, n, int(worker in s.workers_with_tensorflow)]
-            for server_round, s in sorted(stats.items())
-            for worker, n in sorted(s.workers.items())
-        ),
+def _spans(rounds: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    spans: list[list[int]] = []
+    for r in rounds:
+        if spans and r == spans[-1][-1] + 1:
+            spans[-1].append(r)
+        else:
+            spans.append([r])
+    return ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 1 else str(s[0]) for s in spans)
+
+
+def _check_rounds(rows: list[RoundRecord], stats: dict[int, RoundStats]) -> None:
+    """Raise :class:`RunFailedError` if some round aggregated no update.
+
+    Such a round kept the previous weights: the run's result is not what its
+    config asked for, although every round was recorded.
+    """
+    # a round whose sampled clients all straggled (devices) ran none: not failed
+    failed = [r.round for r in rows[1:] if r.clients_failed and not r.clients_ok]
+    if not failed:
+        return
+    reasons = (stats[r].errors[0] for r in failed if r in stats and stats[r].errors)
+    first = next(reasons, "not recorded (a round before the run was resumed)")
+    raise RunFailedError(
+        f"{len(failed)} of {len(rows) - 1} rounds aggregated no update, every "
+        f"sampled client failed (round {_spans(failed)}); first failure: {first}; "
+        "set allow-failed-rounds = true to accept such rounds"
     )
+
+
+_WORKER_COLUMNS = ["round", "worker", "clients", "tensorflow"]
+
+
+def _read_workers(path: Path, upto: int) -> list[list[str]]:
+    """``workers.csv``'s rows of rounds ``<= upto`` (none if it is unreadable)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError:
+        return []
+    if not rows or rows[0] != _WORKER_COLUMNS:
+        return []
+    return [r for r in rows[1:] if len(r) == 4 and r[0].isdigit() and int(r[0]) <= upto]
+
+
+def _write_workers(
+    path: Path, earlier: list[list[str]], stats: dict[int, RoundStats]
+) -> None:
+    # Whole: a user reading it mid-run (for a worker's pid) never sees half a file.
+    with atomic_path(path) as tmp:
+        write_csv(
+            tmp,
+            _WORKER_COLUMNS,
+            [
+                *earlier,
+                *(
+                    [server_round, worker, n, int(worker in s.workers_with_tensorflow)]
+                    for server_round, s in sorted(stats.items())
+                    for worker, n in sorted(s.workers.items())
+                ),
+            ],
+        )
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """``flwr run`` entry: read ``context.run_config`` once, prepare, run.
 
-    Besides the config keys, ``run-dir`` names the run directory and ``resume =
-    true`` goes on from its checkpoint (see :func:`fedtflite.simulate`).
+    Besides the config keys, ``run-dir`` names the run directory, ``resume =
+    true`` goes on from its checkpoint and ``overwrite = true`` starts over in a
+    directory that holds another run (see :func:`fedtflite.simulate`).
     """
     values = dict(context.run_config)
     run_dir = str(values.pop("run-dir", ""))
     resume = bool(values.pop("resume", False))
+    overwrite = bool(values.pop("overwrite", False))
     config = config_from_mapping(values)
     directory = run_directory(
         run_dir, resume, resume_name="resume = true", run_dir_name="run-dir"
     )
-    run = prepare_run(config, directory, resume=resume)
+    run = prepare_run(config, directory, resume=resume, overwrite=overwrite)
     _log.warning("fedtflite run directory: %s", run.run_dir)
     try:
-        run_server(grid, run)
+        rows = run_server(grid, run)
     finally:
-        run.wait()
+        run.close()
+    _log.warning(format_time_to_accuracy(crossings(rows)))

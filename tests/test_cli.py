@@ -203,6 +203,56 @@ def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert shapes == [(784, 128), (128,), (128, 10), (10,)]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["build", "mlp", "--out", "{dir}"],
+            r"^error: --out {dir}: is a directory; expected a file path$",
+        ),
+        (
+            ["build", "mlp", "--out", "/proc/nope/m.tflite"],
+            r"^error: --out /proc/nope/m\.tflite: cannot write there ",
+        ),
+        (
+            ["train", "--epochs", "0"],
+            r"^error: --epochs 0 is not valid: expected >= 1$",
+        ),
+        (
+            ["train", "--save", "/proc/nope/w.npz"],
+            r"^error: --save /proc/nope/w\.npz: cannot write there ",
+        ),
+        (
+            ["train", "--seed", "-1"],
+            r"^error: seed = -1 is not valid: expected 0\.\.4294967295$",
+        ),
+    ],
+    ids=["build-out-dir", "build-out-unwritable", "epochs-0", "save", "seed"],
+)
+def test_outputs_and_settings_are_checked_before_any_work(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fedtflite.centralized
+    import fedtflite.models.build
+
+    def trap(*a: object, **k: object) -> object:
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(fedtflite.models.build, "build_model", trap)
+    monkeypatch.setattr(fedtflite.centralized, "train_centralized", trap)
+    args = [a.replace("{dir}", str(tmp_path)) for a in args]
+
+    assert main(args) == 2
+
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message.replace("{dir}", re.escape(str(tmp_path))), err), err
+
+
 def test_resume_without_a_run_directory_is_one_line(
     capfd: pytest.CaptureFixture[str],
 ) -> None:

@@ -13,7 +13,7 @@ from fedtflite.simulation import SimulationConfig
 from fedtflite.simulation.prepare import run_directory
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-RUN_KEYS = {"run-dir": "", "resume": False}
+RUN_KEYS = {"run-dir": "", "resume": False, "overwrite": False}
 """`flwr run`'s own keys beside the config's (see server.server_app.main)."""
 
 

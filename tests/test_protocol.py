@@ -20,6 +20,7 @@ from fedtflite.protocol.replies import (
     decode_reply,
     evaluate_reply,
     message_config,
+    step_budgets,
 )
 from fedtflite.protocol.settings import ClientSettings
 
@@ -109,6 +110,20 @@ def test_message_config_names_the_clients_and_keeps_the_rest() -> None:
     assert config[keys.COHORT] == [4, 9]
     assert config[keys.PER_CLIENT] == 1
     assert config["server-round"] == 3
+
+
+def test_step_budgets_round_trip() -> None:
+    base = ConfigRecord({"server-round": 3})
+    full = message_config(base, [4, 9], per_client=False, max_steps={})
+    assert keys.MAX_STEPS not in full and step_budgets(full) == {}
+    other = message_config(base, [4, 9], per_client=False, max_steps={5: 2})
+    assert keys.MAX_STEPS not in other  # budgets of clients in other messages
+    cut = message_config(base, [4, 9, 11], per_client=False, max_steps={9: 3, 11: 0})
+    assert cut[keys.MAX_STEPS] == [-1, 3, 0]
+    assert step_budgets(cut) == {9: 3, 11: 0}
+    cut[keys.MAX_STEPS] = [1, 2]
+    with pytest.raises(ConfigError, match="does not pair with its 3 clients"):
+        step_budgets(cut)
 
 
 def test_status_round_trip() -> None:

@@ -78,11 +78,12 @@ class _SoftmaxRegression(tf.Module):
     (``SparseSoftmaxCrossEntropyWithLogits``, ``BroadcastGradientArgs``).
     """
 
-    def __init__(self, image_shape: tuple[int, ...], one_hot: bool):
+    def __init__(self, image_shape: tuple[int, ...], one_hot: bool, classes: int = 10):
         super().__init__()
         rng = np.random.default_rng(0)
-        self.w = tf.Variable(rng.normal(0.0, 0.01, (784, 10)).astype(np.float32))
-        self.b = tf.Variable(np.zeros(10, np.float32))
+        self.w = tf.Variable(rng.normal(0.0, 0.01, (784, classes)).astype(np.float32))
+        self.b = tf.Variable(np.zeros(classes, np.float32))
+        self.classes = classes
         self.lr = tf.Variable(SOFTMAX_LR, dtype=tf.float32)
         self.image_shape = image_shape
         self.one_hot = one_hot
@@ -96,8 +97,9 @@ class _SoftmaxRegression(tf.Module):
         (a0 of shape [10,784]), ``"renamed"`` (a0, a2) or ``"none"`` (absent).
         """
         x_spec = tf.TensorSpec([None, *self.image_shape], tf.float32)
+        k = self.classes
         y_spec = (
-            tf.TensorSpec([None, 10], tf.float32)
+            tf.TensorSpec([None, k], tf.float32)
             if self.one_hot
             else tf.TensorSpec([None], tf.int32)
         )
@@ -106,7 +108,7 @@ class _SoftmaxRegression(tf.Module):
         def train(x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
             flat = tf.reshape(x, [-1, 784])
             z = flat @ self.w + self.b
-            onehot = y if self.one_hot else tf.one_hot(y, 10)
+            onehot = y if self.one_hot else tf.one_hot(y, k)
             n = tf.cast(tf.shape(flat)[0], tf.float32)
             loss = -tf.reduce_sum(onehot * tf.nn.log_softmax(z)) / n
             dz = (tf.nn.softmax(z) - onehot) / n
@@ -127,8 +129,8 @@ class _SoftmaxRegression(tf.Module):
         def parameters() -> dict[str, tf.Tensor]:
             return {"a0": self.w.read_value(), "a1": self.b.read_value()}
 
-        w_spec = tf.TensorSpec([784, 10], tf.float32)
-        b_spec = tf.TensorSpec([10], tf.float32)
+        w_spec = tf.TensorSpec([784, k], tf.float32)
+        b_spec = tf.TensorSpec([k], tf.float32)
 
         @tf.function(input_signature=[w_spec, b_spec])
         def mirror(a0: tf.Tensor, a1: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -136,7 +138,7 @@ class _SoftmaxRegression(tf.Module):
             self.b.assign(a1)
             return {"a0": self.w.read_value()}
 
-        @tf.function(input_signature=[tf.TensorSpec([10, 784], tf.float32), b_spec])
+        @tf.function(input_signature=[tf.TensorSpec([k, 784], tf.float32), b_spec])
         def transposed(a0: tf.Tensor, a1: tf.Tensor) -> dict[str, tf.Tensor]:
             self.w.assign(tf.transpose(a0))
             self.b.assign(a1)
@@ -202,7 +204,9 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     flat = _SoftmaxRegression((784,), one_hot=False)
     hwc = _SoftmaxRegression((28, 28, 1), one_hot=True)
     relu = _ReluGradient()
+    five = _SoftmaxRegression((784,), one_hot=False, classes=5)
     models = {
+        "five_classes": (five, five.signatures()),
         "flat_ids": (flat, flat.signatures()),
         "hwc_onehot": (hwc, hwc.signatures(infer_output="output")),
         "no_restore": (flat, flat.signatures(restore="none")),
@@ -576,6 +580,52 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="no such model file") as e:
         ClientModel(path)
     assert str(path) in str(e.value)
+
+
+def test_errors_name_the_given_source(mlp_bytes: bytes) -> None:
+    model = ClientModel(mlp_bytes, source="mlp")
+    assert model.contract.source == "mlp"
+    with pytest.raises(DataShapeError, match=r"^mlp: images of shape \[3, 5\]"):
+        model.predict(np.zeros((3, 5), np.float32))
+
+
+def test_a_client_without_examples_evaluates_to_weight_zero(mlp_bytes: bytes) -> None:
+    result = ClientModel(mlp_bytes).evaluate(
+        np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)
+    )
+    assert result.num_examples == 0
+
+
+def test_a_model_with_five_classes_is_not_a_fashion_mnist_client(
+    custom: dict[str, Path],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    run_module = importlib.import_module("fedtflite.orchestrator.simulate")
+    from fedtflite.cli import main
+
+    path = custom["five_classes"]
+    assert ClientModel(path).contract.num_classes == 5  # the contract itself holds
+    assert main(["inspect", str(path)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err == (
+        f"invalid client model: {path}: infer has 5 output classes; Fashion-MNIST "
+        "has 10 (expected [B,10])\n"
+    )
+
+    def no_ray(*args: object, **kwargs: object) -> bool:
+        raise AssertionError("Ray was started for a model that cannot work")
+
+    monkeypatch.setattr(run_module, "start_ray", no_ray)
+    run_dir = tmp_path / "run"
+    code = main(["simulate", "--set", f"model={path}", "--out", str(run_dir)])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"model = '{path}' has 5 output classes; Fashion-MNIST has 10" in err
+    assert not run_dir.exists()  # nothing left behind
 
 
 def test_flex_model(custom: dict[str, Path]) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "NIID_BENCH_KINDS",
     "PARTITION_KINDS",
     "PartitionSpec",
+    "local_test_size",
     "partition_indices",
     "partition_stats",
     "split_local_test",
@@ -333,6 +334,13 @@ def _quantity_sizes(num_examples: int, spec: PartitionSpec) -> list[int]:
     return [int(s) + spec.min_partition_size for s in sizes]
 
 
+def local_test_size(n: int, fraction: float) -> int:
+    """Examples a client of ``n`` holds out (:func:`split_local_test`'s rule)."""
+    if fraction > 0 and n >= 2:
+        return int(min(max(math.floor(fraction * n + 0.5), 1), n - 1))
+    return 0
+
+
 def split_local_test(
     indices: NDArray[np.int64], fraction: float, seed: int, *, client_id: int = 0
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -372,9 +380,7 @@ def split_local_test(
         )
     indices = np.asarray(indices, dtype=np.int64)
     n = len(indices)
-    num_test = 0
-    if fraction > 0 and n >= 2:
-        num_test = min(max(math.floor(fraction * n + 0.5), 1), n - 1)
+    num_test = local_test_size(n, fraction)
     rng = np.random.default_rng([seed, client_id])
     order = rng.permutation(n)
     return np.sort(indices[order[num_test:]]), np.sort(indices[order[:num_test]])

@@ -63,6 +63,12 @@ from fedtflite.devices.rounds import (
     transfer_seconds,
 )
 from fedtflite.devices.safepickle import SafeUnpickler, safe_unpickle
+from fedtflite.devices.session import (
+    ParticipationFiles,
+    RoundTiming,
+    VirtualRun,
+    make_planner,
+)
 from fedtflite.devices.tracefiles import (
     DEVICE_CSV_COLUMNS,
     BehaveTrace,
@@ -90,13 +96,16 @@ __all__ = [
     "LogNormal",
     "Outcome",
     "Participation",
+    "ParticipationFiles",
     "PlannedRound",
     "RoundPlan",
     "RoundPlanner",
     "RoundRules",
+    "RoundTiming",
     "SafeUnpickler",
     "Tier",
     "TimeToAccuracy",
+    "VirtualRun",
     "cached_step_seconds",
     "diurnal_schedule",
     "format_duration",
@@ -106,6 +115,7 @@ __all__ = [
     "local_steps",
     "machine_key",
     "make_availability",
+    "make_planner",
     "make_profiles",
     "measure_step_seconds",
     "overcommit_size",

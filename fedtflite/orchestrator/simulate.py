@@ -12,6 +12,7 @@ import importlib
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.algorithms.sampling import flower_sample_size
+from fedtflite.errors import ConfigError, RunInterruptedError
+from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
 from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
+from fedtflite.stop import stop_on_signals
 
 __all__ = [
     "CLIENT_APP",
@@ -51,6 +55,13 @@ def _load(component: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+WORKER_RESTARTS = 3
+"""Times Ray restarts one dead client worker (Flower's ClientAppActor) in a run,
+and retries the message it was running on the new process. A retried message
+computes exactly what the first try would have: a client's randomness comes from
+``(seed, round, client)`` and its stored state is versioned by round."""
+
+
 def start_ray(address: str, num_cpus: int | None = None) -> bool:
     """Start (or join, with ``address``) Ray for client workers without TensorFlow.
 
@@ -63,6 +74,28 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
     # Ray 2.55 warns on every start that a future version will stop overriding
     # accelerator variables when no GPU is requested; this opts into that now.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's processes start with SIGINT blocked (a signal mask is inherited
+    # across exec): Ctrl-C reaches the whole foreground process group, and a
+    # raylet or GCS that exits on it leaves the driver's ray.shutdown() waiting
+    # on dead peers for many seconds. The driver still gets it (through its
+    # other threads), stops the run and shuts them down itself.
+    with _sigint_blocked():
+        _init_ray(address, num_cpus)
+    return True
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _init_ray(address: str, num_cpus: int | None) -> None:
+    import ray
+
     root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join([root, *sys.path])
     ray.init(
@@ -76,14 +109,15 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
             "worker_process_setup_hook": WORKER_SETUP_HOOK,
         },
     )
-    return True
 
 
 @contextmanager
 def _quiet_flower() -> Iterator[None]:
+    """Flower's own logging off during a run: it logs a traceback for every
+    message a worker failed, which the ServerApp reports in one line per round."""
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)
+    flwr_logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -97,6 +131,7 @@ def simulate(
     callbacks: list[RoundCallback] | None = None,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> History:
     """Run a federated simulation and return its history.
 
@@ -117,6 +152,10 @@ def simulate(
         must be the run's own, except for where and how long it runs
         (``num-rounds``, ``ray-address``, ``client-cpus``, ``clients-per-message``,
         ``data-dir``).
+    overwrite : bool
+        Start over in a ``run_dir`` that holds another run's files; without it
+        (and without ``resume``) such a directory is refused. A run holds the
+        directory's lock (:mod:`fedtflite.rundir`) while it runs.
 
     Raises
     ------
@@ -124,28 +163,53 @@ def simulate(
         Any bad setting, model or data, before Ray starts.
     """
     t0 = time.perf_counter()
-    run = prepare_run(config, run_directory(run_dir, resume), resume=resume)
+    run = prepare_run(
+        config, run_directory(run_dir, resume), resume=resume, overwrite=overwrite
+    )
     if run.settings.learning_rate is None:
         _log.warning(
             "%s has no set_learning_rate: learning-rate is ignored", config.model
         )
     # Flower's modules import in the background while Ray starts (~1 s).
-    importer = threading.Thread(target=_import_flower, name="import-flower")
-    importer.start()
-    t_ray = time.perf_counter()
-    started = start_ray(config.ray_address, num_cpus=os.cpu_count())
-    importer.join()
-    timings = {**run.timings, "ray": time.perf_counter() - t_ray}
-    first = _StartupClock(t0, timings)
+    started = False
     try:
-        rows = _run_flower(run, [first, *(callbacks or [])], progress)
+        importer = threading.Thread(target=_import_flower, name="import-flower")
+        importer.start()
+        t_ray = time.perf_counter()
+        started = start_ray(config.ray_address, num_cpus=os.cpu_count())
+        importer.join()
+        timings = {**run.timings, "ray": time.perf_counter() - t_ray}
+        _check_client_cpus(config)
+        first = _StartupClock(t0, timings)
+        # After ray.init, whose driver installs its own SIGTERM handler (a stack
+        # dump and abort).
+        with stop_on_signals():
+            # A signal after the last round changes nothing: the run is complete.
+            rows = _run_flower(run, [first, *(callbacks or [])], progress)
+    except RunInterruptedError as e:
+        raise RunInterruptedError(e.signum, _resume_hint(e, run.run_dir)) from None
     finally:
-        run.wait()
         if started:
             import ray
 
-            ray.shutdown()
+            ray.shutdown()  # the Ray processes this run started end here
+        run.close()
     return History(tuple(rows), run.run_dir, timings)
+
+
+def _resume_hint(e: RunInterruptedError, run_dir: Path) -> str:
+    """One line: what was kept and the exact command that goes on from it."""
+    ckpt = run_dir / CHECKPOINT_FILE
+    done = (
+        f"after round {load_checkpoint(ckpt).round}"  # type: ignore[union-attr]
+        if ckpt.is_file()
+        else "before its first round"
+    )
+    return (
+        f"{e}: the run stopped {done} (its checkpoint and history.csv are in "
+        f"{run_dir}); resume with: fedtflite simulate {run_dir / 'config.toml'} "
+        f"--out {run_dir} --resume"
+    )
 
 
 class _StartupClock:
@@ -166,6 +230,24 @@ class _StartupClock:
 
     def on_end(self) -> None:
         pass
+
+
+def _check_client_cpus(config: SimulationConfig) -> None:
+    """Refuse a ``client-cpus`` no node of the cluster could give an actor.
+
+    Flower's actor pool would stay empty and its first round wait forever.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    most = max((float(n["Resources"].get("CPU", 0)) for n in nodes), default=0.0)
+    if config.client_cpus > most:
+        total = sum(float(n["Resources"].get("CPU", 0)) for n in nodes)
+        raise ConfigError(
+            f"client-cpus = {config.client_cpus:g} is not valid: the Ray cluster has "
+            f"{total:g} CPUs, at most {most:g} on one node; use client-cpus <= "
+            f"{most:g} (e.g. 1)"
+        )
 
 
 def _ray_workers(config: SimulationConfig) -> int:
@@ -241,9 +323,13 @@ def _run_flower(
             client_app=client_app,
             num_supernodes=federation_size(run.config, _ray_workers(run.config)),
             backend_config={
+                # Flower passes these to the actors' .options(): a worker
+                # process that dies is restarted (see server.messaging).
                 "client_resources": {
                     "num_cpus": run.config.client_cpus,
                     "num_gpus": 0.0,
+                    "max_restarts": WORKER_RESTARTS,
+                    "max_task_retries": WORKER_RESTARTS,
                 },
                 "init_args": {},
             },

@@ -32,6 +32,7 @@ __all__ = [
     "FAILED",
     "LOSS_GLOBAL",
     "LOSS_PERSONAL",
+    "MAX_STEPS",
     "METRICS",
     "NUM_EXAMPLES",
     "OK",
@@ -55,6 +56,10 @@ METRICS = "metrics"
 """MetricRecord of a reply."""
 COHORT = "cohort"
 """Config entry: the ids of the simulated clients (partitions) a message is for."""
+MAX_STEPS = "max-steps"
+"""Config entry (``straggler-policy = "partial"``): per client of :data:`COHORT`,
+in its order, the most ``train`` steps it may run before the round's deadline
+(-1: its full local work). Absent when every client does its full work."""
 PER_CLIENT = "per-client"
 """Config entry: 1 to reply every client's update, 0 to pre-aggregate the cohort."""
 NUM_EXAMPLES = "num-examples"

@@ -17,7 +17,7 @@ error reply per failed client, with :func:`decode_reply`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,7 @@ from flwr.app.error import Error
 from flwr.common.constant import ErrorCode
 
 from fedtflite.algorithms.sampling import WeightedMean
-from fedtflite.errors import WeightsMismatchError
+from fedtflite.errors import ConfigError, WeightsMismatchError
 from fedtflite.protocol import keys
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "decode_reply",
     "evaluate_reply",
     "message_config",
+    "step_budgets",
 ]
 
 
@@ -72,13 +73,49 @@ def arrays_of(record: ArrayRecord, names: Sequence[str], what: str) -> list[np.n
 
 
 def message_config(
-    config: ConfigRecord, client_ids: Sequence[int], per_client: bool
+    config: ConfigRecord,
+    client_ids: Sequence[int],
+    per_client: bool,
+    max_steps: Mapping[int, int] | None = None,
 ) -> ConfigRecord:
-    """A copy of a message's ``config`` for the clients ``client_ids``."""
+    """A copy of a message's ``config`` for the clients ``client_ids``.
+
+    ``max_steps`` (``{client id: steps}``) limits the local work of the clients
+    it names (:data:`~fedtflite.protocol.keys.MAX_STEPS`); the others do all of
+    theirs. :func:`step_budgets` reads it back.
+    """
     out = ConfigRecord(dict(config))
-    out[keys.COHORT] = [int(c) for c in client_ids]
+    ids = [int(c) for c in client_ids]
+    out[keys.COHORT] = ids
     out[keys.PER_CLIENT] = int(per_client)
+    if max_steps and any(c in max_steps for c in ids):
+        out[keys.MAX_STEPS] = [int(max_steps.get(c, -1)) for c in ids]
     return out
+
+
+def step_budgets(config: ConfigRecord) -> dict[int, int]:
+    """``{client id: most train steps}`` of a message's clients cut short.
+
+    Raises
+    ------
+    ConfigError
+        The budgets do not pair up with the message's clients.
+    """
+    budgets = config.get(keys.MAX_STEPS)
+    if budgets is None:
+        return {}
+    ids = _ids(config, keys.COHORT)
+    if not isinstance(budgets, list) or len(budgets) != len(ids):
+        raise ConfigError(
+            f"message config {keys.MAX_STEPS!r} = {budgets!r} does not pair with "
+            f"its {len(ids)} clients"
+        )
+    steps = [b for b in budgets if isinstance(b, int)]
+    if len(steps) != len(ids):
+        raise ConfigError(
+            f"message config {keys.MAX_STEPS!r} = {budgets!r}: expected integers"
+        )
+    return {c: b for c, b in zip(ids, steps, strict=True) if b >= 0}
 
 
 def _ids(record: ConfigRecord, key: str) -> tuple[int, ...]:

@@ -84,9 +84,9 @@ class EvalResult:
     seconds: float
 
 
-def _read_model(model: bytes | str | Path) -> tuple[bytes, str]:
+def _read_model(model: bytes | str | Path, source: str | None) -> tuple[bytes, str]:
     if isinstance(model, bytes | bytearray | memoryview):
-        return bytes(model), "<bytes>"
+        return bytes(model), source or "<bytes>"
     path = Path(model)
     try:
         return path.read_bytes(), str(path)
@@ -172,6 +172,9 @@ class ClientModel:
         The `.tflite` file or its bytes.
     num_threads : int, default 1
         Interpreter threads; the simulation runs one process per core.
+    source : str, optional
+        What errors call the model (default: its path, or ``<bytes>``), e.g.
+        the config's ``model`` value when the bytes came from a build.
 
     Raises
     ------
@@ -180,10 +183,16 @@ class ClientModel:
         (:mod:`fedtflite.runtime.contract`).
     """
 
-    def __init__(self, model: bytes | str | Path, *, num_threads: int = 1):
+    def __init__(
+        self,
+        model: bytes | str | Path,
+        *,
+        num_threads: int = 1,
+        source: str | None = None,
+    ):
         from ai_edge_litert.interpreter import Interpreter
 
-        data, source = _read_model(model)
+        data, source = _read_model(model, source)
         ops = check_flatbuffer(data, source)
         try:
             self._interpreter = Interpreter(model_content=data, num_threads=num_threads)

@@ -33,6 +33,7 @@ from fedtflite.simulation.strategy_registry import STRATEGIES
 __all__ = [
     "CHECKPOINT_FILE",
     "EXECUTION_KEYS",
+    "MEASURED_KEY",
     "Checkpoint",
     "check_resumable",
     "load_checkpoint",
@@ -44,13 +45,24 @@ CHECKPOINT_FILE = "checkpoint.npz"
 """The checkpoint's name inside a run directory."""
 
 EXECUTION_KEYS = frozenset(
-    {"num-rounds", "ray-address", "client-cpus", "clients-per-message", "data-dir"}
+    {
+        "num-rounds",
+        "ray-address",
+        "client-cpus",
+        "clients-per-message",
+        "data-dir",
+        "allow-failed-rounds",
+    }
 )
-"""Config keys a resumed run may change: where and how long it runs, not what it
-computes (``clients-per-message`` and ``client-cpus`` regroup clients into
-messages, which changes only the order of the float32 sums of pre-aggregation)."""
+"""Config keys a resumed run may change: where and how long it runs, and whether
+failed rounds fail it, not what it computes (``clients-per-message`` and
+``client-cpus`` regroup clients into messages, which changes only the order of
+the float32 sums of pre-aggregation)."""
 
-_WEIGHTS, _STATE, _META = "w/", "s/", "meta"
+MEASURED_KEY = "step-seconds"
+"""A key whose 0 means "measure": a resumed run with 0 takes the checkpoint's."""
+
+_WEIGHTS, _STATE, _DEVICES, _META = "w/", "s/", "d/", "meta"
 
 
 @dataclass(frozen=True)
@@ -67,12 +79,16 @@ class Checkpoint:
         The global weights by parameter name, in export order.
     strategy_state : dict of str to dict of str to np.ndarray
         The strategy's state attributes (``attribute -> {key: array}``).
+    devices : dict of str to np.ndarray
+        The virtual clock and participation counts
+        (:meth:`fedtflite.devices.VirtualRun.state`); empty before round 1.
     """
 
     round: int
     config: dict[str, Any]
     weights: dict[str, np.ndarray]
     strategy_state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    devices: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -83,11 +99,14 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     for attr, values in checkpoint.strategy_state.items():
         for key, a in values.items():
             arrays[f"{_STATE}{attr}/{key}"] = a
+    for key, a in checkpoint.devices.items():
+        arrays[_DEVICES + key] = a
     meta = {
         "round": checkpoint.round,
         "config": checkpoint.config,
         "weights": list(checkpoint.weights),
         "state": {attr: list(v) for attr, v in checkpoint.strategy_state.items()},
+        "devices": list(checkpoint.devices),
     }
     arrays[_META] = np.array(json.dumps(meta))
     with atomic_path(path) as tmp:
@@ -112,8 +131,9 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
                 attr: {k: f[f"{_STATE}{attr}/{k}"] for k in keys}
                 for attr, keys in meta["state"].items()
             }
+            devices = {k: f[_DEVICES + k] for k in meta.get("devices", [])}
             config = upgrade_run_config(meta["config"])  # written by older versions too
-            return Checkpoint(int(meta["round"]), config, weights, state)
+            return Checkpoint(int(meta["round"]), config, weights, state, devices)
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
         raise CheckpointError(
             f"{path}: not a readable fedtflite checkpoint ({type(e).__name__}: {e}); "
@@ -139,7 +159,8 @@ def check_resumable(
     Raises
     ------
     CheckpointError
-        A key other than :data:`EXECUTION_KEYS` differs, the run already has
+        A key other than :data:`EXECUTION_KEYS` differs (``step-seconds``
+        = 0 matches any: it takes the checkpoint's), the run already has
         ``num-rounds`` rounds, or the history ends before the checkpoint.
     """
     # A key added since the checkpoint was written ran at its default (a new
@@ -150,7 +171,9 @@ def check_resumable(
     changed = sorted(
         k
         for k in set(now) | set(there)
-        if k not in EXECUTION_KEYS and now.get(k) != there.get(k)
+        if k not in EXECUTION_KEYS
+        and now.get(k) != there.get(k)
+        and not (k == MEASURED_KEY and not config.get(k))
     )
     if changed:
         diffs = ", ".join(
@@ -172,6 +195,17 @@ def check_resumable(
             f"{path} is at round {checkpoint.round} but history.csv beside it ends at "
             f"round {history_rounds - 1}; delete the checkpoint to start from round 0"
         )
+
+
+def _has_rounds(path: Path) -> bool:
+    """Whether ``path`` records a round (a run stopped before round 0 left its
+    header only: there is nothing to lose by starting over)."""
+    if not path.is_file():
+        return False
+    try:
+        return bool(read_history(path))
+    except (OSError, ValueError, TypeError):
+        return True  # unreadable: keep it, as a history with rounds
 
 
 def resume_point(
@@ -204,7 +238,7 @@ def resume_point(
     path = run_dir / CHECKPOINT_FILE
     checkpoint = load_checkpoint(path)
     if checkpoint is None:
-        if (run_dir / "history.csv").is_file():
+        if _has_rounds(run_dir / "history.csv"):
             # Starting over would overwrite the rounds it has.
             raise CheckpointError(
                 f"{run_dir} has a history.csv but no {CHECKPOINT_FILE}: the run "

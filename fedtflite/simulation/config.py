@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
+from fedtflite.devices.availability import parse_availability
+from fedtflite.devices.profiles import parse_devices
+from fedtflite.devices.rounds import STRAGGLER_POLICIES
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 from fedtflite.models.specs import DEFAULT_LEARNING_RATE, MAX_BATCH_SIZE, OPTIMIZERS
@@ -124,6 +127,36 @@ class SimulationConfig:
     data_dir : str
         Fashion-MNIST directory; "" uses the look-up order of
         :func:`fedtflite.data.find_data_dir`.
+    devices : str
+        Every client's device speed and bandwidths (``devices``): ``none`` (this
+        machine, free network), ``lognormal``, ``tiers[:high=S,mid=S,low=S]``,
+        or a device CSV / FedScale ``client_device_capacity`` file. See
+        :mod:`fedtflite.devices.profiles`.
+    availability : str
+        Who is online when (``availability``): ``always``, ``bernoulli:P``,
+        ``diurnal[:...]`` or a FedScale ``client_behave_trace`` file. See
+        :mod:`fedtflite.devices.availability`.
+    over_commit : float
+        Sample ``ceil(over-commit * K)`` online clients and aggregate the first
+        ``K`` to finish (``over-commit``, >= 1; 1 = no over-commitment).
+    round_deadline : float
+        Virtual seconds after which a round's updates are late
+        (``round-deadline``; 0 = no deadline).
+    straggler_policy : str
+        ``drop`` (late clients are discarded, never computed) or ``partial``
+        (they train the steps that fit before the deadline)
+        (``straggler-policy``).
+    step_seconds : float
+        Seconds of one ``train`` step on this machine, the virtual clock's unit
+        (``step-seconds``); 0 (default) measures it once per run
+        (:mod:`fedtflite.devices.calibrate`) and the run's ``config.toml``
+        records the number, so that a replay or resume prices steps the same.
+    allow_failed_rounds : bool
+        ``allow-failed-rounds``: accept a run in which some round aggregated no
+        update (every sampled client failed; the weights stay the previous
+        round's). Off by default: such a run raises
+        :class:`~fedtflite.errors.RunFailedError` (``fedtflite simulate`` exits 3)
+        once its rounds are recorded.
     """
 
     num_clients: int = 100
@@ -166,6 +199,13 @@ class SimulationConfig:
     client_cpus: float = 1.0
     clients_per_message: int = 0
     data_dir: str = ""
+    devices: str = "none"
+    availability: str = "always"
+    over_commit: float = 1.0
+    round_deadline: float = 0.0
+    straggler_policy: str = "drop"
+    step_seconds: float = 0.0
+    allow_failed_rounds: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -195,18 +235,21 @@ def _check(ok: bool, key: str, value: Any, valid: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
 
 
+_KIND_NAMES: dict[type, str] = {float: "a number", bool: "true or false"}
+
+
 def _validate(c: SimulationConfig) -> None:
     for key, f in _FIELDS.items():
         v = getattr(c, f.name)
-        kind = {"int": int, "float": float, "str": str}[str(f.type)]
+        kind: type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             object.__setattr__(c, f.name, float(v))
             v = float(v)
         _check(
-            isinstance(v, kind) and not isinstance(v, bool),
+            isinstance(v, kind) and (kind is bool or not isinstance(v, bool)),
             key,
             v,
-            f"expected {'a number' if kind is float else kind.__name__}",
+            "expected " + _KIND_NAMES.get(kind, kind.__name__),
         )
         if kind is float:
             _check(math.isfinite(v), key, v, "expected a finite number")
@@ -319,6 +362,8 @@ def _validate(c: SimulationConfig) -> None:
         "expected 0 <= n < num-clients",
     )
     _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, "expected >= 0")
+    _check(c.q >= 0, "q", c.q, "expected >= 0 (0 is FedAvg's objective)")
+    _check(0 <= c.seed < 2**32, "seed", c.seed, f"expected 0..{2**32 - 1}")
     _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
     _check(
         c.clients_per_message >= 0,
@@ -332,12 +377,37 @@ def _validate(c: SimulationConfig) -> None:
         c.fraction_evaluate,
         "expected 0 when client-test-fraction = 0 (clients hold no test split)",
     )
+    _validate_devices(c)
     for key in ("eta", "eta-l", "tau", "server-learning-rate"):
         v = getattr(c, key.replace("-", "_"))
         _check(v > 0, key, v, "expected > 0")
     for key in ("beta-1", "beta-2", "server-momentum"):
         v = getattr(c, key.replace("-", "_"))
         _check(0 <= v < 1, key, v, "expected in [0, 1)")
+
+
+def _validate_devices(c: SimulationConfig) -> None:
+    parse_devices(c.devices)  # each raises ConfigError naming its key
+    parse_availability(c.availability)
+    _check(c.over_commit >= 1, "over-commit", c.over_commit, "expected >= 1")
+    _check(
+        c.round_deadline >= 0,
+        "round-deadline",
+        c.round_deadline,
+        "expected seconds > 0, or 0 for no deadline",
+    )
+    _check(
+        c.straggler_policy in STRAGGLER_POLICIES,
+        "straggler-policy",
+        c.straggler_policy,
+        f"expected one of {', '.join(STRAGGLER_POLICIES)}",
+    )
+    _check(
+        c.step_seconds >= 0,
+        "step-seconds",
+        c.step_seconds,
+        "expected seconds > 0, or 0 to measure them",
+    )
 
 
 RENAMED_KEYS = {"cohort-size": "clients-per-message"}
@@ -427,6 +497,15 @@ def _read_toml(p: Path) -> dict[str, Any]:
         values = tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; expected a TOML config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not a text file (byte {e.start} is not UTF-8); expected a "
+            "TOML config file"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     nested = [k for k, v in values.items() if isinstance(v, dict)]
@@ -441,7 +520,7 @@ def config_to_toml(config: SimulationConfig) -> str:
     """The config as TOML text (the resolved config of a run)."""
     lines = []
     for key, v in config.to_mapping().items():
-        if isinstance(v, str):
+        if isinstance(v, str | bool):
             lines.append(f"{key} = {json.dumps(v)}")
         else:
             lines.append(f"{key} = {v!r}")

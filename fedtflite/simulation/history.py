@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from fedtflite.devices import TimeToAccuracy, time_to_accuracy
 from fedtflite.report import figure, save_figure
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ProgressBar",
     "RoundCallback",
     "RoundRecord",
+    "crossings",
     "read_history",
 ]
 
@@ -53,6 +55,17 @@ class RoundRecord:
     bytes_down, bytes_up : int
         Weight bytes a real deployment would send to the sampled clients (train +
         evaluate) and receive from the successful ones.
+    virtual_seconds : float
+        The round's duration on the virtual clock (:mod:`fedtflite.devices`):
+        until the ``K``-th update arrives, or the deadline.
+    virtual_clock : float
+        Virtual seconds since the run started, after this round.
+    clients_straggled : int
+        Sampled clients not aggregated for time (late for ``round-deadline``, or
+        surplus to an ``over-commit``-ted sample); never trained.
+    clients_unavailable : int
+        Clients offline at the round's start (not sampleable) or, sampled,
+        before their update arrived.
     """
 
     round: int
@@ -69,6 +82,10 @@ class RoundRecord:
     client_compute_seconds: float
     bytes_down: int
     bytes_up: int
+    virtual_seconds: float = 0.0
+    virtual_clock: float = 0.0
+    clients_straggled: int = 0
+    clients_unavailable: int = 0
 
 
 TIME_COLUMNS = ("seconds", "client_compute_seconds")
@@ -100,6 +117,22 @@ class History:
     def final_accuracy(self) -> float:
         """Centralized test accuracy after the last round."""
         return self.rounds[-1].test_accuracy
+
+    def time_to_accuracy(self) -> list[TimeToAccuracy]:
+        """First crossings of :data:`~fedtflite.devices.ACCURACY_TARGETS` on the
+        virtual clock (central test accuracy)."""
+        return crossings(self.rounds)
+
+
+def crossings(
+    rows: tuple[RoundRecord, ...] | list[RoundRecord],
+) -> list[TimeToAccuracy]:
+    """:func:`fedtflite.devices.time_to_accuracy` of a run's rows."""
+    return time_to_accuracy(
+        [r.round for r in rows],
+        [r.virtual_clock for r in rows],
+        [r.test_accuracy for r in rows],
+    )
 
 
 class RoundCallback(Protocol):
@@ -146,8 +179,18 @@ def read_history(path: Path) -> list[RoundRecord]:
         ]
 
 
+_TIME_UNITS = (
+    ("s", 1.0, 600.0),
+    ("min", 60.0, 36_000.0),
+    ("h", 3600.0, 10 * 86_400.0),
+    ("d", 86_400.0, math.inf),
+)
+"""The virtual-time axis' unit: ``(name, seconds, up to this many seconds)``."""
+
+
 class AccuracyPlot:
-    """Draws ``accuracy.png`` (test accuracy and loss per round) at the end."""
+    """Draws ``accuracy.png`` at the end: test accuracy and loss per round, and
+    test accuracy against the virtual clock (dotted: the targets crossed)."""
 
     def __init__(self, path: Path, title: str):
         self.path, self.title = path, title
@@ -158,8 +201,8 @@ class AccuracyPlot:
 
     def on_end(self) -> None:
         r = [row.round for row in self.rows]
-        fig = figure(10, 4)
-        ax1, ax2 = fig.subplots(1, 2)
+        fig = figure(15, 4)
+        ax1, ax2, ax3 = fig.subplots(1, 3)
         ax1.plot(
             r, [row.test_accuracy for row in self.rows], "o-", label="central test"
         )
@@ -174,6 +217,24 @@ class AccuracyPlot:
         ax2.set(xlabel="round", ylabel="cross-entropy", title="loss")
         ax2.grid(alpha=0.3)
         ax2.legend()
+        evaluated = [row for row in self.rows if not math.isnan(row.test_accuracy)]
+        end = max((row.virtual_clock for row in self.rows), default=0.0)
+        unit, scale = next(
+            (u, k) for u, k, most in _TIME_UNITS if end <= most or u == "d"
+        )
+        ax3.plot(
+            [row.virtual_clock / scale for row in evaluated],
+            [row.test_accuracy for row in evaluated],
+            "o-",
+        )
+        for c in crossings(self.rows):
+            ax3.axhline(c.target, color="grey", lw=0.5, ls=":")
+        ax3.set(
+            xlabel=f"virtual time ({unit})",
+            ylabel="central test accuracy",
+            title="accuracy on the virtual clock",
+        )
+        ax3.grid(alpha=0.3)
         save_figure(fig, self.path, self.title)
 
 

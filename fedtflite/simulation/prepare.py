@@ -10,24 +10,28 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from fedtflite.algorithms.client_state import ClientStateStore
 from fedtflite.data import (
+    CLASS_NAMES,
     load_fashion_mnist,
+    local_test_size,
     partition_stats,
     validate_partition_spec,
     write_partition_stats,
 )
 from fedtflite.data.partition_file import cached_partition, save_partition
-from fedtflite.errors import ConfigError, DataShapeError
+from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
+from fedtflite.errors import ConfigError, DataShapeError, NonFiniteError
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.protocol.settings import ClientSettings
+from fedtflite.rundir import RunDirLock, lock_run_dir
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, Checkpoint, resume_point
 from fedtflite.simulation.config import SimulationConfig, config_to_toml
@@ -59,6 +63,12 @@ class PreparedRun:
         Where a resumed run goes on from (None: it starts at round 0).
     history : tuple of RoundRecord
         A resumed run's rounds up to its checkpoint (empty otherwise).
+    planner : RoundPlanner or None
+        The run's devices, availability and round rules (the virtual clock's
+        model); ``config.step_seconds`` is the measured or pinned step.
+    lock : RunDirLock or None
+        The run directory's exclusive lock (:mod:`fedtflite.rundir`), held
+        until :meth:`close`.
     """
 
     config: SimulationConfig
@@ -68,11 +78,25 @@ class PreparedRun:
     background: tuple[threading.Thread, ...] = ()
     checkpoint: Checkpoint | None = None
     history: tuple[RoundRecord, ...] = ()
+    lock: RunDirLock | None = None
+    planner: RoundPlanner | None = None
 
     def wait(self) -> None:
         """Join the background writers."""
         for thread in self.background:
             thread.join()
+
+    def close(self) -> None:
+        """Join the background writers and release the run directory."""
+        self.wait()
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> PreparedRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_directory(
@@ -180,7 +204,11 @@ def _check_algorithm_signatures(config: SimulationConfig, model: ClientModel) ->
 
 
 def prepare_run(
-    config: SimulationConfig, run_dir: Path, *, resume: bool = False
+    config: SimulationConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> PreparedRun:
     """Validate everything, write the run directory, compute the partition once.
 
@@ -193,21 +221,43 @@ def prepare_run(
         when it has one (a directory with neither checkpoint nor history starts
         at round 0). Without it the run starts at round 0 and the directory's
         earlier checkpoint and client state are dropped.
+    overwrite : bool
+        Start over in a directory that holds another run's files (without it,
+        and without ``resume``, such a directory is refused).
 
     Raises
     ------
     FedTfliteError
-        Any bad setting, model file or data set, or a checkpoint that does not
-        fit ``config``, before Ray starts.
+        Any bad setting, model file or data set, a checkpoint that does not
+        fit ``config``, or a run directory that is busy, unwritable or holds
+        another run, before Ray starts.
     """
+    # First, before anything expensive: the directory must be ours alone.
+    lock = lock_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    try:
+        return _prepare(config, run_dir, resume, lock)
+    except BaseException:
+        lock.abandon()
+        raise
+
+
+def _prepare(
+    config: SimulationConfig, run_dir: Path, resume: bool, lock: RunDirLock
+) -> PreparedRun:
     checkpoint, history = (
         resume_point(run_dir, config.to_mapping()) if resume else (None, ())
     )
     timings = {}
     t = time.perf_counter()
     model_bytes = resolve_model(config)
-    model = ClientModel(model_bytes)  # validates the contract
+    model = ClientModel(model_bytes, source=config.model)  # validates the contract
     c = model.contract
+    if c.num_classes != len(CLASS_NAMES):
+        raise DataShapeError(
+            f"model = {config.model!r} has {c.num_classes} output classes; "
+            f"Fashion-MNIST has {len(CLASS_NAMES)}: the model's infer output must "
+            f"be [B,{len(CLASS_NAMES)}]"
+        )
     if c.train_batch is not None and c.train_batch != config.batch_size:
         raise DataShapeError(
             f"batch-size = {config.batch_size} but {config.model} trains fixed "
@@ -225,6 +275,17 @@ def prepare_run(
     validate_partition_spec(spec, len(data.train.labels))
     parts = cached_partition(data.train.labels, spec)
     timings["partition"] = time.perf_counter() - t
+    if config.fraction_evaluate and max(len(p) for p in parts) < 2:
+        # split_local_test keeps a client's only example for training.
+        _log.warning(
+            "no client holds a local test example (every client has fewer than 2 "
+            "examples): federated evaluation weighs every client 0 and "
+            "fed_eval_* stay NaN; use fewer num-clients or fraction-evaluate = 0"
+        )
+
+    t = time.perf_counter()
+    config, planner = _devices(config, model, parts, checkpoint)
+    timings["devices"] = time.perf_counter() - t
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
@@ -258,8 +319,62 @@ def prepare_run(
         state_dir=str(ClientStateStore.of_run(run_dir).directory),
     )
     return PreparedRun(
-        config, run_dir, settings, timings, (plotter,), checkpoint, history
+        config,
+        run_dir,
+        settings,
+        timings,
+        (plotter,),
+        checkpoint,
+        history,
+        lock,
+        planner,
     )
+
+
+def _devices(
+    config: SimulationConfig,
+    model: ClientModel,
+    parts: list[np.ndarray],
+    checkpoint: Checkpoint | None,
+) -> tuple[SimulationConfig, RoundPlanner]:
+    """The config with its step price settled, and the run's round planner.
+
+    ``step-seconds = 0`` takes a resumed run's recorded number, else measures
+    this model's step once (cached per machine, model and batch size).
+    """
+    seconds = config.step_seconds
+    if not seconds and checkpoint is not None:
+        seconds = float(checkpoint.config.get("step-seconds", 0.0))
+    if not seconds:
+        # on a probe with learning rate 0: a step's time does not depend on it,
+        # and a diverging learning rate must fail in the run, not here
+        probe = ClientModel(model.model_bytes)
+        if probe.supports_learning_rate:
+            probe.set_learning_rate(0.0)
+        try:
+            seconds = cached_step_seconds(probe, config.batch_size)
+        except NonFiniteError as e:
+            raise ConfigError(
+                f"step-seconds = 0 measures a train step, which failed ({e}); "
+                "pin it, e.g. step-seconds = 0.002"
+            ) from None
+    config = replace(config, step_seconds=seconds)
+    frac = config.client_test_fraction
+    sizes = np.array([len(p) - local_test_size(len(p), frac) for p in parts])
+    planner = make_planner(
+        devices=config.devices,
+        availability=config.availability,
+        num_clients=config.num_clients,
+        seed=config.seed,
+        train_sizes=sizes,
+        batch_size=config.batch_size,
+        local_epochs=config.local_epochs,
+        step_seconds=seconds,
+        over_commit=config.over_commit,
+        round_deadline=config.round_deadline,
+        straggler_policy=config.straggler_policy,
+    )
+    return config, planner
 
 
 def _write_stats(stats: np.ndarray, run_dir: Path) -> None:

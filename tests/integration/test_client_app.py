@@ -18,6 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 import clients.worker as worker_module
 from clients.client_app import evaluate, train
 from clients.worker import ClientData, Worker
+from fedtflite.errors import ConfigError
 from fedtflite.protocol import keys
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation import SimulationConfig
@@ -210,12 +211,16 @@ def test_a_new_run_in_the_same_directory_forgets_client_state(
     small_config: Callable[..., SimulationConfig], tmp_path: Path
 ) -> None:
     config = small_config("strategy=scaffold")
-    first = prepare_run(config, tmp_path / "run")
-    stale = Path(first.settings.state_dir) / "client_0.npz"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"c_i of an earlier run")
+    with prepare_run(config, tmp_path / "run") as first:
+        stale = Path(first.settings.state_dir) / "client_0.npz"
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"c_i of an earlier run")
 
-    again = prepare_run(config, tmp_path / "run")
+    with pytest.raises(ConfigError, match="already holds files"):
+        prepare_run(config, tmp_path / "run")
+    assert stale.exists()
+    again = prepare_run(config, tmp_path / "run", overwrite=True)
+    again.close()
 
     assert again.settings.state_dir == first.settings.state_dir
     assert not stale.exists()

@@ -64,8 +64,7 @@ class Counting:
 
 def _cut_off(config: SimulationConfig, run_dir: Path, grid: Any, at: int) -> Path:
     """Run ``config`` in ``run_dir`` until it crashes while recording round ``at``."""
-    run = prepare_run(config, run_dir)
-    with pytest.raises(CrashError):
+    with prepare_run(config, run_dir) as run, pytest.raises(CrashError):
         run_server(grid, run, [CrashAt(at)], progress=False)
     return run_dir
 
@@ -110,8 +109,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(
     config = small_config(
         f"strategy={strategy}", "num-clients=8", "fraction-train=0.5", "num-rounds=4"
     )
-    whole = prepare_run(config, tmp_path / "whole")
-    expected = run_server(in_process_grid, whole, progress=False)
+    with prepare_run(config, tmp_path / "whole") as whole:
+        expected = run_server(in_process_grid, whole, progress=False)
 
     cut_dir = _cut_off(config, tmp_path / "cut", in_process_grid, at=3)
     checkpoint = load_checkpoint(cut_dir / CHECKPOINT_FILE)
@@ -120,7 +119,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(
     resumed = prepare_run(config, tmp_path / "cut", resume=True)
     assert [r.round for r in resumed.history] == [0, 1, 2]  # round 3's row dropped
     grid = Counting(in_process_grid)
-    got = run_server(grid, resumed, progress=False)
+    with resumed:
+        got = run_server(grid, resumed, progress=False)
 
     assert grid.batches == 2 * 2  # rounds 3 and 4 only: train + evaluate each
     assert [r.round for r in got] == [0, 1, 2, 3, 4]
@@ -150,12 +150,14 @@ def test_a_checkpoint_resumes_only_its_own_config(
     with pytest.raises(CheckpointError, match="nothing to resume for num-rounds = 1"):
         prepare_run(small_config("num-rounds=1"), run_dir, resume=True)
     # Where and how long it runs may change; a run without resume starts over.
-    longer = prepare_run(
+    with prepare_run(
         small_config("num-rounds=5", "clients-per-message=1"), run_dir, resume=True
-    )
-    assert longer.checkpoint is not None and longer.checkpoint.round == 1
-    fresh = prepare_run(config, run_dir)
-    assert fresh.checkpoint is None
+    ) as longer:
+        assert longer.checkpoint is not None and longer.checkpoint.round == 1
+    with pytest.raises(ConfigError, match="start it over with --overwrite"):
+        prepare_run(config, run_dir)
+    with prepare_run(config, run_dir, overwrite=True) as fresh:
+        assert fresh.checkpoint is None
     assert not (run_dir / CHECKPOINT_FILE).exists()
 
 

@@ -35,8 +35,8 @@ def test_every_strategy_aggregates_every_client_and_learns(
     )
     run = prepare_run(config, tmp_path_factory.mktemp(strategy) / "run")
 
-    rows = run_server(in_process_grid, run, progress=False)
-    run.wait()
+    with run:
+        rows = run_server(in_process_grid, run, progress=False)
 
     assert [r.round for r in rows] == [0, 1, 2, 3]
     for r in rows[1:]:

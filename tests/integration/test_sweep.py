@@ -104,7 +104,7 @@ def test_a_cell_cut_off_mid_run_goes_on_from_its_checkpoint(
     fedprox = [c for c in cells if c.name == "fedprox"]
     config = config_from_mapping({**base, **fedprox[0].overrides})
     cut = prepare_run(config, tmp_path / "fedprox")
-    with pytest.raises(_CutOffError):  # cut off during round 2 (its row is written)
+    with cut, pytest.raises(_CutOffError):  # cut off in round 2 (its row is written)
         run_server(in_process_grid, cut, [_CutAt(2)], progress=False)
     before = read_history(tmp_path / "fedprox" / "history.csv")
     lines: list[str] = []
@@ -149,7 +149,7 @@ def test_parallel_cells_run_as_subprocesses_and_resume(
     fedavg = next(c for c in cells if c.name == "fedavg")
     config = config_from_mapping({**base, **fedavg.overrides})
     cut = prepare_run(config, tmp_path / "fedavg")
-    with pytest.raises(_CutOffError):
+    with cut, pytest.raises(_CutOffError):
         run_server(in_process_grid, cut, [_CutAt(2)], progress=False)
     lines: list[str] = []
 
