@@ -17,7 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["LITERT_START", "TENSORFLOW_START", "dropping"]
+__all__ = [
+    "LITERT_START",
+    "RAY_WORKER_NOISE",
+    "TENSORFLOW_START",
+    "drop_forwarded_lines",
+    "dropping",
+]
 
 TENSORFLOW_START = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called"
@@ -30,6 +36,52 @@ TENSORFLOW_START = re.compile(
 
 LITERT_START = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
 """LiteRT's line when an interpreter applies its default CPU delegate."""
+
+RAY_WORKER_NOISE = re.compile(
+    r"Created TensorFlow Lite XNNPACK delegate for CPU"
+    r"|Manually terminating ClientAppActor"
+    r"|Task ClientAppActor\.terminate failed\. There are \d+ retries remaining"
+)
+"""Lines Ray forwards from client workers that say nothing to the user: LiteRT's
+delegate line, Flower's notice when it ends its actors, and Ray's note that the
+ending call of a restartable actor (``max_task_retries``) "failed"."""
+
+
+def drop_forwarded_lines(pattern: re.Pattern[str]) -> bool:
+    """Drop the worker lines Ray forwards to this driver that match ``pattern``.
+
+    Wraps the handler Ray's ``ray.init`` installs (``ray_print_logs``) in this
+    process; every other line still prints as Ray prints it. Ray exposes no
+    public hook for this, so where its private dispatcher is not found the lines
+    simply stay. Returns True when the filter is in place.
+    """
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return False
+    dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
+    handlers = getattr(dispatcher, "handlers", None)
+    if not isinstance(handlers, list):
+        return False
+    for i, (name, handler) in enumerate(handlers):
+        if name != "ray_print_logs":
+            continue
+        if getattr(handler, "_fedtflite", False):
+            return True  # already in place (a second run in this process)
+
+        def filtered(data: dict[str, object], handler: object = handler) -> None:
+            lines = data.get("lines")
+            if isinstance(lines, list):
+                kept = [s for s in lines if not pattern.search(str(s))]
+                if not kept:
+                    return
+                data = {**data, "lines": kept}
+            handler(data)  # type: ignore[operator]
+
+        filtered._fedtflite = True  # type: ignore[attr-defined]
+        handlers[i] = (name, filtered)
+        return True
+    return False
 
 
 @contextmanager

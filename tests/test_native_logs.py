@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-from fedtflite.native_logs import LITERT_START, TENSORFLOW_START, dropping
+from fedtflite.native_logs import (
+    LITERT_START,
+    RAY_WORKER_NOISE,
+    TENSORFLOW_START,
+    drop_forwarded_lines,
+    dropping,
+)
 
 TF_LINES = [
     "WARNING: All log messages before absl::InitializeLog() is called are written "
@@ -41,3 +47,48 @@ def test_lines_written_before_an_exception_are_kept(
         raise ValueError
 
     assert capfd.readouterr().err == "why it failed\n"
+
+
+def test_forwarded_worker_noise_goes_and_real_worker_lines_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray._private import worker as ray_worker
+    from ray._private.ray_logging import WorkerStandardStreamDispatcher
+
+    printed: list[list[str]] = []
+    dispatcher = WorkerStandardStreamDispatcher()
+    dispatcher.add_handler("other", lambda data: None)
+    dispatcher.add_handler("ray_print_logs", lambda data: printed.append(data["lines"]))
+    monkeypatch.setattr(ray_worker, "global_worker_stdstream_dispatcher", dispatcher)
+
+    assert drop_forwarded_lines(RAY_WORKER_NOISE)
+    assert drop_forwarded_lines(RAY_WORKER_NOISE)  # idempotent: wrapped once
+    dispatcher.emit(
+        {
+            "pid": 7,
+            "lines": [
+                "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+                "ValueError: a real error",
+            ],
+        }
+    )
+    dispatcher.emit(
+        {
+            "pid": "raylet",
+            "lines": [
+                "Task ClientAppActor.terminate failed. There are 3 retries "
+                "remaining, so "
+                "the task will be retried. Error: ...",
+            ],
+        }
+    )
+    dispatcher.emit(
+        {
+            "pid": 8,
+            "lines": [
+                "\x1b[93mWARNING \x1b[0m:   Manually terminating ClientAppActor",
+                "WARNING: a real warning",
+            ],
+        }
+    )
+    assert printed == [["ValueError: a real error"], ["WARNING: a real warning"]]

@@ -23,6 +23,7 @@ from typing import Any
 
 from fedtflite.algorithms.sampling import flower_sample_size
 from fedtflite.errors import ConfigError, RunInterruptedError
+from fedtflite.native_logs import RAY_WORKER_NOISE, drop_forwarded_lines
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
@@ -81,6 +82,7 @@ def start_ray(address: str, num_cpus: int | None = None) -> bool:
     # other threads), stops the run and shuts them down itself.
     with _sigint_blocked():
         _init_ray(address, num_cpus)
+    drop_forwarded_lines(RAY_WORKER_NOISE)
     return True
 
 
