@@ -30,6 +30,7 @@ __all__ = [
     "SignatureMismatchError",
     "UnsafePickleError",
     "WeightsMismatchError",
+    "invalid_value",
 ]
 
 
@@ -77,10 +78,6 @@ class DataFormatError(FedTfliteError):
     """A data file exists but is not a valid IDX file of the expected kind."""
 
 
-class PartitionError(FedTfliteError):
-    """Partition settings that cannot work (bad alpha, k, client count...)."""
-
-
 class KerasModelError(FedTfliteError):
     """A Keras model fedtflite cannot turn into a trainable `.tflite`.
 
@@ -92,6 +89,10 @@ class KerasModelError(FedTfliteError):
 
 class ConfigError(FedTfliteError):
     """An unknown configuration key or a value outside its valid range."""
+
+
+class PartitionError(ConfigError):
+    """Partition settings that cannot work (bad alpha, k, client count...)."""
 
 
 class RunDirBusyError(FedTfliteError):
@@ -138,3 +139,23 @@ class UnsafePickleError(DeviceFileError):
     """A pickle that asks to build anything but dicts, lists, numbers and strings.
 
     It is refused before anything in it runs: a pickle is a program."""
+
+
+def invalid_value(key: str, value: object, expected: str) -> str:
+    """The one message of a bad setting, wherever it is checked.
+
+    Parameters
+    ----------
+    key : str
+        The config key (``alpha``), or the flag, the user wrote.
+    value : object
+        The value given; shown with ``repr``.
+    expected : str
+        What would be valid (``> 0``, ``one of sgd, adam``).
+
+    Returns
+    -------
+    str
+        ``<key> = <value> is not valid: expected <expected>``.
+    """
+    return f"{key} = {value!r} is not valid: expected {expected}"

@@ -169,10 +169,10 @@ def test_inspect_rejects_a_bad_file_in_one_line(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["build", "resnet"], "model 'resnet' is not a known architecture; valid: mlp"),
+        (["build", "resnet"], "model = 'resnet' is not valid: expected mlp, cnn"),
         (
             ["build", "mlp", "--optimizer", "rmsprop"],
-            "optimizer 'rmsprop' is not valid; valid: sgd, adam",
+            "optimizer = 'rmsprop' is not valid: expected sgd or adam",
         ),
     ],
     ids=["architecture", "optimizer"],

@@ -55,7 +55,7 @@ def _settings() -> ClientSettings:
         model_sha256="ab" * 32,
         partition_path="/runs/x/partition.npz",
         partition=PartitionSpec(
-            kind="shards",
+            kind="shard",
             num_clients=7,
             alpha=0.3,
             classes_per_client=2,
@@ -77,7 +77,7 @@ def test_settings_round_trip_through_a_config_record() -> None:
     record = ConfigRecord(settings.to_config())
 
     assert ClientSettings.from_config(record) == settings
-    assert record["run.partition.kind"] == "shards"
+    assert record["run.partition.kind"] == "shard"
     assert record["run.partition.seed"] == 11
 
 

@@ -52,7 +52,7 @@ def test_schemes_and_seeds_differ() -> None:
 
 
 def test_unknown_scheme_is_refused() -> None:
-    with pytest.raises(ConfigError, match="weight-init 'he' is not valid"):
+    with pytest.raises(ConfigError, match=r"^weight-init = 'he' is not valid: "):
         ModelSpec(architecture="mlp", weight_init="he")
     with pytest.raises(ConfigError, match="weight-init = 'he' is not valid"):
         SimulationConfig(weight_init="he")

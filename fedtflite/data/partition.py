@@ -46,7 +46,7 @@ from fedtflite.data.niid_bench import (
     niid_bench_label,
     niid_bench_labeldir,
 )
-from fedtflite.errors import PartitionError
+from fedtflite.errors import PartitionError, invalid_value
 from fedtflite.report import figure, save_figure, write_csv
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "NIID_BENCH_KINDS",
     "PARTITION_KINDS",
     "PartitionSpec",
+    "check_client_test_fraction",
     "local_test_size",
     "partition_indices",
     "partition_stats",
@@ -78,6 +79,10 @@ _MAX_PLOTTED_CLIENTS: Final = 100
 @dataclass(frozen=True)
 class PartitionSpec:
     """How to split a data set over clients.
+
+    Building one checks every field that needs no data (a bad one raises
+    :class:`~fedtflite.errors.PartitionError` naming its config key);
+    :func:`validate_partition_spec` checks the rest against a data set's size.
 
     Attributes
     ----------
@@ -118,9 +123,50 @@ class PartitionSpec:
     seed: int = 42
     min_partition_size: int = 10
 
+    def __post_init__(self) -> None:
+        """Check what needs no data; :func:`validate_partition_spec` the rest."""
+        for ok, key, value, expected in (
+            (
+                self.kind in PARTITION_KINDS,
+                "partitioner",
+                self.kind,
+                f"one of {', '.join(PARTITION_KINDS)}",
+            ),
+            (self.num_clients >= 1, "num-clients", self.num_clients, ">= 1"),
+            (
+                math.isfinite(self.alpha) and self.alpha > 0,
+                "alpha",
+                self.alpha,
+                "> 0",
+            ),
+            (
+                1 <= self.classes_per_client <= _NUM_CLASSES,
+                "classes-per-client",
+                self.classes_per_client,
+                f"1..{_NUM_CLASSES}",
+            ),
+            (
+                self.shards_per_client >= 1,
+                "shards-per-client",
+                self.shards_per_client,
+                ">= 1",
+            ),
+            (
+                self.min_partition_size >= 0,
+                "min-partition-size",
+                self.min_partition_size,
+                ">= 0",
+            ),
+            (0 <= self.seed < 2**32, "seed", self.seed, f"0..{2**32 - 1}"),
+        ):
+            if not ok:
+                raise PartitionError(invalid_value(key, value, expected))
+
 
 def validate_partition_spec(spec: PartitionSpec, num_examples: int) -> None:
-    """Reject settings that cannot work, before any partitioning is done.
+    """Reject settings that cannot work with ``num_examples`` examples, before
+    any partitioning is done (what needs no data, :class:`PartitionSpec` checks
+    when it is built).
 
     Parameters
     ----------
@@ -132,59 +178,50 @@ def validate_partition_spec(spec: PartitionSpec, num_examples: int) -> None:
     Raises
     ------
     PartitionError
-        Naming the config key (``partitioner``, ``num-clients``, ``alpha``,
-        ``classes-per-client``, ``shards-per-client``, ``min-partition-size``,
-        ``seed``) and the valid range.
+        Naming the config key (``num-clients``, ``min-partition-size``,
+        ``shards-per-client``) and the valid range.
     """
-    if spec.kind not in PARTITION_KINDS:
+    if not spec.num_clients <= num_examples:
         raise PartitionError(
-            f"partitioner={spec.kind!r} is unknown; valid: {', '.join(PARTITION_KINDS)}"
+            invalid_value(
+                "num-clients",
+                spec.num_clients,
+                f"1..{num_examples} (the number of examples)",
+            )
         )
-    if not 1 <= spec.num_clients <= num_examples:
-        raise PartitionError(
-            f"num-clients={spec.num_clients} is invalid; it must be in "
-            f"1..{num_examples} (the number of examples)"
-        )
-    if spec.seed < 0:
-        raise PartitionError(f"seed={spec.seed} is invalid; it must be >= 0")
     if spec.kind == "niid-bench-labeldir" and not (
         spec.num_clients * MIN_REQUIRE_SIZE <= num_examples
     ):
         raise PartitionError(
-            f"num-clients={spec.num_clients} is invalid for partitioner={spec.kind}: "
-            f"every client needs {MIN_REQUIRE_SIZE} examples, so at most "
-            f"{num_examples // MIN_REQUIRE_SIZE} clients"
-        )
-    if spec.kind in ("dirichlet", "quantity", "niid-bench-labeldir") and not (
-        math.isfinite(spec.alpha) and spec.alpha > 0
-    ):
-        raise PartitionError(
-            f"alpha={spec.alpha} is invalid for partitioner={spec.kind}; "
-            "it must be a finite number > 0 (smaller = more skewed)"
+            invalid_value(
+                "num-clients",
+                spec.num_clients,
+                f"at most {num_examples // MIN_REQUIRE_SIZE} clients for "
+                f"partitioner = {spec.kind!r} (every client needs "
+                f"{MIN_REQUIRE_SIZE} examples)",
+            )
         )
     if spec.kind in ("dirichlet", "quantity") and not (
-        0 <= spec.min_partition_size * spec.num_clients <= num_examples
+        spec.min_partition_size * spec.num_clients <= num_examples
     ):
         raise PartitionError(
-            f"min-partition-size={spec.min_partition_size} is invalid for "
-            f"num-clients={spec.num_clients}: it must be in "
-            f"0..{num_examples // spec.num_clients} ({num_examples} examples)"
-        )
-    if spec.kind in ("pathological", "niid-bench-label") and not (
-        1 <= spec.classes_per_client <= _NUM_CLASSES
-    ):
-        raise PartitionError(
-            f"classes-per-client={spec.classes_per_client} is invalid; "
-            f"it must be in 1..{_NUM_CLASSES}"
-        )
-    if spec.kind == "shard":
-        shards = spec.num_clients * spec.shards_per_client
-        if spec.shards_per_client < 1 or num_examples % shards:
-            raise PartitionError(
-                f"shards-per-client={spec.shards_per_client} is invalid for "
-                f"num-clients={spec.num_clients}: it must be >= 1 and num-clients x "
-                f"shards-per-client ({shards}) must divide the {num_examples} examples"
+            invalid_value(
+                "min-partition-size",
+                spec.min_partition_size,
+                f"0..{num_examples // spec.num_clients} for num-clients = "
+                f"{spec.num_clients} ({num_examples} examples)",
             )
+        )
+    shards = spec.num_clients * spec.shards_per_client
+    if spec.kind == "shard" and num_examples % shards:
+        raise PartitionError(
+            invalid_value(
+                "shards-per-client",
+                spec.shards_per_client,
+                f"num-clients x shards-per-client ({shards}) to divide the "
+                f"{num_examples} examples",
+            )
+        )
 
 
 def partition_indices(
@@ -341,6 +378,20 @@ def local_test_size(n: int, fraction: float) -> int:
     return 0
 
 
+def check_client_test_fraction(fraction: float) -> None:
+    """Refuse a ``client-test-fraction`` outside ``[0, 1)``.
+
+    Raises
+    ------
+    PartitionError
+        Naming the key and the valid range.
+    """
+    if not 0 <= fraction < 1:
+        raise PartitionError(
+            invalid_value("client-test-fraction", fraction, "a fraction in [0, 1)")
+        )
+
+
 def split_local_test(
     indices: NDArray[np.int64], fraction: float, seed: int, *, client_id: int = 0
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -374,10 +425,7 @@ def split_local_test(
     PartitionError
         ``fraction`` outside ``[0, 1)``.
     """
-    if not 0 <= fraction < 1:
-        raise PartitionError(
-            f"client-test-fraction={fraction} is invalid; it must be in [0, 1)"
-        )
+    check_client_test_fraction(fraction)
     indices = np.asarray(indices, dtype=np.int64)
     n = len(indices)
     num_test = local_test_size(n, fraction)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedtflite.errors import ConfigError
+from fedtflite.errors import ConfigError, invalid_value
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 
 __all__ = [
@@ -94,6 +94,10 @@ DEFAULT_STATIC_BATCH = 32
 class ModelSpec:
     """Everything that determines the bytes of a built model.
 
+    A bad field raises :class:`~fedtflite.errors.ConfigError` naming its config
+    key (``model``, ``optimizer``, ``learning-rate`` ...); a simulation's config
+    is checked here too.
+
     Attributes
     ----------
     architecture : str
@@ -125,33 +129,33 @@ class ModelSpec:
     scaffold: bool = False
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(
-                f"model {self.architecture!r} is not a known architecture; "
-                f"valid: {', '.join(ARCHITECTURES)} (or a path to a .tflite or .keras "
-                "file)"
-            )
-        if self.optimizer.name not in OPTIMIZERS:
-            raise ConfigError(
-                f"optimizer {self.optimizer.name!r} is not valid; "
-                f"valid: {', '.join(OPTIMIZERS)}"
-            )
-        if self.weight_init not in WEIGHT_INITS:
-            raise ConfigError(
-                f"weight-init {self.weight_init!r} is not valid; "
-                f"valid: {', '.join(WEIGHT_INITS)}"
-            )
-        lr = self.optimizer.learning_rate
-        if not lr > 0:
-            raise ConfigError(f"learning-rate must be > 0, got {lr}")
-        if not 0 <= self.optimizer.momentum < 1:
-            raise ConfigError(
-                f"momentum must be in [0, 1), got {self.optimizer.momentum}"
-            )
-        if self.batch_size is not None and not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise ConfigError(
-                f"batch-size must be in 1..{MAX_BATCH_SIZE}, got {self.batch_size}"
-            )
+        opt = self.optimizer
+        for ok, key, value, expected in (
+            (
+                self.architecture in ARCHITECTURES,
+                "model",
+                self.architecture,
+                f"{', '.join(ARCHITECTURES)} or a path ending in .tflite or .keras",
+            ),
+            (opt.name in OPTIMIZERS, "optimizer", opt.name, " or ".join(OPTIMIZERS)),
+            (
+                self.weight_init in WEIGHT_INITS,
+                "weight-init",
+                self.weight_init,
+                f"one of {', '.join(WEIGHT_INITS)}",
+            ),
+            (opt.learning_rate > 0, "learning-rate", opt.learning_rate, "> 0"),
+            (0 <= opt.momentum < 1, "momentum", opt.momentum, "0 <= momentum < 1"),
+            (opt.weight_decay >= 0, "weight-decay", opt.weight_decay, ">= 0"),
+            (
+                self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                "batch-size",
+                self.batch_size,
+                f"1..{MAX_BATCH_SIZE}",
+            ),
+        ):
+            if not ok:
+                raise ConfigError(invalid_value(key, value, expected))
 
     @property
     def train_batch(self) -> int | None:

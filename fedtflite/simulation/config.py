@@ -2,8 +2,12 @@
 
 Keys are Flower's kebab-case (``num-clients``); the TOML file, ``--set k=v``
 overrides, ``flwr run --run-config`` and ``context.run_config`` all use them.
-Every value is checked here, before Ray starts, and a bad one raises
-:class:`~fedtflite.errors.ConfigError` naming the key and what is valid.
+Every value is checked when the config is built, before Ray starts: the
+partition's settings by :class:`~fedtflite.data.partition.PartitionSpec`, the
+model's by :class:`~fedtflite.models.specs.ModelSpec`, the rest here. A bad one
+raises :class:`~fedtflite.errors.ConfigError` in one style,
+``<key> = <value> is not valid: expected <what is valid>``
+(:func:`~fedtflite.errors.invalid_value`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fedtflite.data.partition import PARTITION_KINDS, PartitionSpec
+from fedtflite.data.partition import (
+    PARTITION_KINDS,
+    PartitionSpec,
+    check_client_test_fraction,
+)
 from fedtflite.devices.availability import parse_availability
 from fedtflite.devices.profiles import parse_devices
 from fedtflite.devices.rounds import STRAGGLER_POLICIES
-from fedtflite.errors import ConfigError
-from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
-from fedtflite.models.specs import DEFAULT_LEARNING_RATE, MAX_BATCH_SIZE, OPTIMIZERS
+from fedtflite.errors import ConfigError, invalid_value
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE, ModelSpec, OptimizerSpec
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
@@ -230,9 +237,27 @@ class SimulationConfig:
 _FIELDS = {f.name.replace("_", "-"): f for f in fields(SimulationConfig)}
 
 
-def _check(ok: bool, key: str, value: Any, valid: str) -> None:
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
+        raise ConfigError(invalid_value(key, value, expected))
+
+
+def _model_spec(c: SimulationConfig) -> ModelSpec:
+    """The model settings as :class:`ModelSpec` checks them (a model file stands
+    in as the default architecture: its reader checks the file)."""
+    is_file = c.model.endswith((".tflite", ".keras"))
+    return ModelSpec(
+        architecture=ModelSpec.architecture if is_file else c.model,
+        optimizer=OptimizerSpec(
+            name=c.optimizer,
+            learning_rate=c.learning_rate,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+        ),
+        seed=c.seed,
+        weight_init=c.weight_init,
+        batch_size=c.batch_size,
+    )
 
 
 _KIND_NAMES: dict[type, str] = {float: "a number", bool: "true or false"}
@@ -249,21 +274,23 @@ def _validate(c: SimulationConfig) -> None:
             isinstance(v, kind) and (kind is bool or not isinstance(v, bool)),
             key,
             v,
-            "expected " + _KIND_NAMES.get(kind, kind.__name__),
+            _KIND_NAMES.get(kind, kind.__name__),
         )
         if kind is float:
-            _check(math.isfinite(v), key, v, "expected a finite number")
-    _check(c.num_clients >= 1, "num-clients", c.num_clients, "expected >= 1")
-    _check(c.num_rounds >= 1, "num-rounds", c.num_rounds, "expected >= 1")
-    _check(c.evaluate_every >= 1, "evaluate-every", c.evaluate_every, "expected >= 1")
+            _check(math.isfinite(v), key, v, "a finite number")
+    # The partition's and the model's facts are their specs' (one place each).
+    c.partition_spec()
+    _model_spec(c)
+    _check(c.num_rounds >= 1, "num-rounds", c.num_rounds, ">= 1")
+    _check(c.evaluate_every >= 1, "evaluate-every", c.evaluate_every, ">= 1")
     for key in ("fraction-train", "fraction-evaluate"):
         v = getattr(c, key.replace("-", "_"))
-        _check(0.0 <= v <= 1.0, key, v, "expected a fraction in [0, 1]")
+        _check(0.0 <= v <= 1.0, key, v, "a fraction in [0, 1]")
     _check(
         c.fraction_train > 0,
         "fraction-train",
         0.0,
-        "expected > 0 (nothing would train)",
+        "> 0 (nothing would train)",
     )
     for key in ("min-train-clients", "min-evaluate-clients"):
         v = getattr(c, key.replace("-", "_"))
@@ -271,142 +298,84 @@ def _validate(c: SimulationConfig) -> None:
             1 <= v <= c.num_clients,
             key,
             v,
-            f"expected 1..num-clients ({c.num_clients})",
+            f"1..num-clients ({c.num_clients})",
         )
-    _check(c.local_epochs >= 1, "local-epochs", c.local_epochs, "expected >= 1")
+    _check(c.local_epochs >= 1, "local-epochs", c.local_epochs, ">= 1")
     for key, v in (
         ("personalize-epochs", c.personalize_epochs),
         ("personalize-clients", c.personalize_clients),
     ):
-        _check(v >= 0, key, v, "expected >= 0 (0: off / every client)")
+        _check(v >= 0, key, v, ">= 0 (0: off / every client)")
     _check(
         c.personalize_clients <= c.num_clients,
         "personalize-clients",
         c.personalize_clients,
-        f"expected at most num-clients = {c.num_clients} (0: every client)",
+        f"at most num-clients = {c.num_clients} (0: every client)",
     )
-    _check(
-        1 <= c.batch_size <= MAX_BATCH_SIZE,
-        "batch-size",
-        c.batch_size,
-        f"expected 1..{MAX_BATCH_SIZE}",
-    )
-    _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
-    _check(
-        c.optimizer in OPTIMIZERS,
-        "optimizer",
-        c.optimizer,
-        f"expected {' or '.join(OPTIMIZERS)}",
-    )
-    _check(0 <= c.momentum < 1, "momentum", c.momentum, "expected 0 <= momentum < 1")
-    _check(c.weight_decay >= 0, "weight-decay", c.weight_decay, "expected >= 0")
-    _check(
-        c.model in ARCHITECTURES or c.model.endswith((".tflite", ".keras")),
-        "model",
-        c.model,
-        f"expected {', '.join(ARCHITECTURES)} or a path ending in .tflite or .keras",
-    )
-    _check(
-        c.weight_init in WEIGHT_INITS,
-        "weight-init",
-        c.weight_init,
-        f"expected one of {', '.join(WEIGHT_INITS)}",
-    )
-    _check(
-        c.partitioner in PARTITIONERS,
-        "partitioner",
-        c.partitioner,
-        f"expected one of {', '.join(PARTITIONERS)}",
-    )
-    _check(c.alpha > 0, "alpha", c.alpha, "expected > 0")
-    _check(
-        1 <= c.classes_per_client <= 10,
-        "classes-per-client",
-        c.classes_per_client,
-        "expected 1..10",
-    )
-    _check(
-        c.shards_per_client >= 1,
-        "shards-per-client",
-        c.shards_per_client,
-        "expected >= 1",
-    )
-    _check(
-        c.min_partition_size >= 0,
-        "min-partition-size",
-        c.min_partition_size,
-        "expected >= 0",
-    )
-    _check(
-        0 <= c.client_test_fraction < 1,
-        "client-test-fraction",
-        c.client_test_fraction,
-        "expected a fraction in [0, 1)",
-    )
+    check_client_test_fraction(c.client_test_fraction)
     _check(
         c.strategy in STRATEGIES,
         "strategy",
         c.strategy,
-        f"expected one of {', '.join(STRATEGIES)}",
+        f"one of {', '.join(STRATEGIES)}",
     )
     _check(
         0 <= c.trim_beta < 0.5,
         "trim-beta",
         c.trim_beta,
-        "expected 0 <= trim-beta < 0.5",
+        "0 <= trim-beta < 0.5",
     )
     _check(
         0 <= c.num_malicious_clients < c.num_clients,
         "num-malicious-clients",
         c.num_malicious_clients,
-        "expected 0 <= n < num-clients",
+        "0 <= n < num-clients",
     )
-    _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, "expected >= 0")
-    _check(c.q >= 0, "q", c.q, "expected >= 0 (0 is FedAvg's objective)")
-    _check(0 <= c.seed < 2**32, "seed", c.seed, f"expected 0..{2**32 - 1}")
-    _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "expected > 0")
+    _check(c.proximal_mu >= 0, "proximal-mu", c.proximal_mu, ">= 0")
+    _check(c.q >= 0, "q", c.q, ">= 0 (0 is FedAvg's objective)")
+    _check(c.client_cpus > 0, "client-cpus", c.client_cpus, "> 0")
     _check(
         c.clients_per_message >= 0,
         "clients-per-message",
         c.clients_per_message,
-        "expected >= 0",
+        ">= 0",
     )
     _check(
         c.fraction_evaluate == 0 or c.client_test_fraction > 0,
         "fraction-evaluate",
         c.fraction_evaluate,
-        "expected 0 when client-test-fraction = 0 (clients hold no test split)",
+        "0 when client-test-fraction = 0 (clients hold no test split)",
     )
     _validate_devices(c)
     for key in ("eta", "eta-l", "tau", "server-learning-rate"):
         v = getattr(c, key.replace("-", "_"))
-        _check(v > 0, key, v, "expected > 0")
+        _check(v > 0, key, v, "> 0")
     for key in ("beta-1", "beta-2", "server-momentum"):
         v = getattr(c, key.replace("-", "_"))
-        _check(0 <= v < 1, key, v, "expected in [0, 1)")
+        _check(0 <= v < 1, key, v, "in [0, 1)")
 
 
 def _validate_devices(c: SimulationConfig) -> None:
     parse_devices(c.devices)  # each raises ConfigError naming its key
     parse_availability(c.availability)
-    _check(c.over_commit >= 1, "over-commit", c.over_commit, "expected >= 1")
+    _check(c.over_commit >= 1, "over-commit", c.over_commit, ">= 1")
     _check(
         c.round_deadline >= 0,
         "round-deadline",
         c.round_deadline,
-        "expected seconds > 0, or 0 for no deadline",
+        "seconds > 0, or 0 for no deadline",
     )
     _check(
         c.straggler_policy in STRAGGLER_POLICIES,
         "straggler-policy",
         c.straggler_policy,
-        f"expected one of {', '.join(STRAGGLER_POLICIES)}",
+        f"one of {', '.join(STRAGGLER_POLICIES)}",
     )
     _check(
         c.step_seconds >= 0,
         "step-seconds",
         c.step_seconds,
-        "expected seconds > 0, or 0 to measure them",
+        "seconds > 0, or 0 to measure them",
     )
 
 

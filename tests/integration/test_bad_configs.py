@@ -43,7 +43,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["num-clients=60001", "partitioner=iid"],
-            r"^error: num-clients=60001 is invalid; it must be in 1\.\.60000 ",
+            r"^error: num-clients = 60001 is not valid: expected 1\.\.60000 ",
         ),
         (
             ["num-clients=10000", "min-partition-size=0"],
@@ -52,8 +52,8 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["num-clients=10000", "min-partition-size=10"],
-            r"^error: min-partition-size=10 is invalid for num-clients=10000: "
-            r"it must be in 0\.\.6",
+            r"^error: min-partition-size = 10 is not valid: expected 0\.\.6 for "
+            r"num-clients = 10000",
         ),
         (
             ["num-client=5"],
