@@ -4,7 +4,8 @@ Figures are matplotlib's object API on an Agg canvas: no ``pyplot``, no global
 backend switch, so drawing never changes the caller's matplotlib state and
 works in any thread. Every PNG a run writes (``accuracy.png``,
 ``partition.png``, ``participation.png``, a sweep's and a personalization's
-plots) uses :func:`figure` and :func:`save_figure`; every CSV :func:`write_csv`.
+plots) uses :func:`figure` and :func:`save_figure`; every CSV :func:`write_csv`
+(and :func:`append_csv`, for one that grows row by row, as ``history.csv``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["figure", "save_figure", "write_csv"]
+__all__ = ["append_csv", "figure", "save_figure", "write_csv"]
 
 DPI = 100
 """Resolution of every saved figure."""
@@ -47,3 +48,10 @@ def write_csv(
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
+
+
+def append_csv(path: Path, rows: Iterable[Sequence[object]]) -> None:
+    """Append ``rows`` to a CSV table :func:`write_csv` started; the file is
+    closed (flushed) before returning, so a crashed run keeps every row."""
+    with path.open("a", newline="") as f:
+        csv.writer(f).writerows(rows)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedtflite.errors import ConfigError
+from fedtflite.errors import ConfigError, invalid_value
 from fedtflite.models.specs import (
     DEFAULT_STATIC_BATCH,
     MAX_BATCH_SIZE,
@@ -88,7 +88,7 @@ def from_keras(
     read = read_keras(model, source, optimizer=optimizer)
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(
-            f"batch-size must be in 1..{MAX_BATCH_SIZE}, got {batch_size}"
+            invalid_value("batch-size", batch_size, f"1..{MAX_BATCH_SIZE}")
         )
     if batch_size is None and read.network.needs_static_batch:
         batch_size = DEFAULT_STATIC_BATCH

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from fedtflite.devices import TimeToAccuracy, time_to_accuracy
-from fedtflite.report import figure, save_figure
+from fedtflite.report import append_csv, figure, save_figure, write_csv
 
 __all__ = [
     "TIME_COLUMNS",
@@ -145,23 +145,17 @@ class RoundCallback(Protocol):
         """The run is over."""
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else repr(v)
-    return str(v)
-
-
 class CsvHistory:
-    """Writes ``history.csv`` row by row (flushed: a crashed run keeps its rows)."""
+    """Writes ``history.csv`` row by row through :mod:`fedtflite.report`
+    (flushed: a crashed run keeps its rows)."""
 
     def __init__(self, path: Path):
         self.path = path
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerow(COLUMNS)
+        write_csv(path, COLUMNS, ())
 
     def on_round(self, record: RoundRecord) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([_fmt(v) for v in asdict(record).values()])
+        # csv writes a float as its repr (NaN as "nan"): read_history reads it back.
+        append_csv(self.path, [astuple(record)])
 
     def on_end(self) -> None:
         pass
