@@ -65,7 +65,9 @@ def scaling_row(
     cpu = _Cpu()
     try:
         run_dir = out / f"k{k}-w{workers}"
-        history = simulate(config, run_dir, callbacks=[cpu], progress=False)
+        history = simulate(
+            config, run_dir, callbacks=[cpu], progress=False, overwrite=True
+        )
     finally:
         ray.shutdown()
     steady = _steady(history.rounds)

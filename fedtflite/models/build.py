@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.errors import ConfigError
-from fedtflite.models.specs import DEFAULT_STATIC_BATCH, ModelSpec, OptimizerSpec
+from fedtflite.models.specs import (
+    DEFAULT_STATIC_BATCH,
+    MAX_BATCH_SIZE,
+    ModelSpec,
+    OptimizerSpec,
+)
 
 __all__ = ["build_model", "from_keras", "quiet_stderr", "write_model"]
 
@@ -81,8 +86,10 @@ def from_keras(
 
     model, source = load_keras(model_or_path)
     read = read_keras(model, source, optimizer=optimizer)
-    if batch_size is not None and not 1 <= batch_size <= 65536:
-        raise ConfigError(f"batch-size must be in 1..65536, got {batch_size}")
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"batch-size must be in 1..{MAX_BATCH_SIZE}, got {batch_size}"
+        )
     if batch_size is None and read.network.needs_static_batch:
         batch_size = DEFAULT_STATIC_BATCH
     from fedtflite.models.trainable import TrainableModel

@@ -10,6 +10,7 @@ from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
 __all__ = [
     "DEFAULT_LEARNING_RATE",
     "DEFAULT_STATIC_BATCH",
+    "MAX_BATCH_SIZE",
     "OPTIMIZERS",
     "UPDATE_RULES",
     "ModelSpec",
@@ -19,6 +20,9 @@ __all__ = [
 DEFAULT_LEARNING_RATE = 0.05
 """The client learning rate of the named models, wherever none is given
 (``fedtflite build``, ``fedtflite train``, a simulation's ``learning-rate``)."""
+
+MAX_BATCH_SIZE = 65536
+"""Largest ``batch-size`` a model is built or trained with."""
 
 OPTIMIZERS = ("sgd", "adam")
 """Optimizers of the named models (``fedtflite build mlp --optimizer ...``)."""
@@ -144,8 +148,10 @@ class ModelSpec:
             raise ConfigError(
                 f"momentum must be in [0, 1), got {self.optimizer.momentum}"
             )
-        if self.batch_size is not None and not 1 <= self.batch_size <= 65536:
-            raise ConfigError(f"batch-size must be in 1..65536, got {self.batch_size}")
+        if self.batch_size is not None and not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"batch-size must be in 1..{MAX_BATCH_SIZE}, got {self.batch_size}"
+            )
 
     @property
     def train_batch(self) -> int | None:

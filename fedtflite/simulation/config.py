@@ -23,7 +23,7 @@ from fedtflite.devices.profiles import parse_devices
 from fedtflite.devices.rounds import STRAGGLER_POLICIES
 from fedtflite.errors import ConfigError
 from fedtflite.models.architectures import ARCHITECTURES, WEIGHT_INITS
-from fedtflite.models.specs import DEFAULT_LEARNING_RATE, OPTIMIZERS
+from fedtflite.models.specs import DEFAULT_LEARNING_RATE, MAX_BATCH_SIZE, OPTIMIZERS
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
@@ -285,7 +285,12 @@ def _validate(c: SimulationConfig) -> None:
         c.personalize_clients,
         f"expected at most num-clients = {c.num_clients} (0: every client)",
     )
-    _check(1 <= c.batch_size <= 65536, "batch-size", c.batch_size, "expected 1..65536")
+    _check(
+        1 <= c.batch_size <= MAX_BATCH_SIZE,
+        "batch-size",
+        c.batch_size,
+        f"expected 1..{MAX_BATCH_SIZE}",
+    )
     _check(c.learning_rate > 0, "learning-rate", c.learning_rate, "expected > 0")
     _check(
         c.optimizer in OPTIMIZERS,

@@ -92,3 +92,66 @@ def test_global_model_stays_the_initial_one(diverged: History) -> None:
     for w, w0 in zip(final, model.parameters(), strict=True):
         assert np.isfinite(w).all()
         np.testing.assert_array_equal(w, w0)
+
+
+class _DyingNode:
+    """The in-process grid, but node 12's worker dies: its messages of the phases
+    ``dead`` (round 1 training is 0, its evaluation 1, ...) fail as a whole, as
+    Ray's ActorDiedError does."""
+
+    def __init__(self, grid: Any, dead: range):
+        self.grid, self.dead, self.phase = grid, dead, -1
+
+    def get_node_ids(self) -> Any:
+        return self.grid.get_node_ids()
+
+    def send_and_receive(self, messages: Any, *, timeout: Any = None) -> Any:
+        from flwr.app import Message
+        from flwr.app.error import Error
+        from flwr.common.constant import ErrorCode
+
+        self.phase += 1
+        messages = list(messages)
+        if not messages:
+            return []
+        replies = []
+        for m in messages:
+            if m.metadata.dst_node_id == 12 and self.phase in self.dead:
+                error = Error(ErrorCode.UNKNOWN, "ActorDiedError:<'The actor died'>\nx")
+                replies.append(Message(error, reply_to=m))
+            else:
+                replies.extend(self.grid.send_and_receive([m], timeout=timeout))
+        return replies
+
+
+def test_a_worker_that_stays_dead_ends_the_run_in_one_line(
+    small_config: Callable[..., SimulationConfig], tmp_path: Path, in_process_grid: Any
+) -> None:
+    config = small_config("num-rounds=5")
+    grid = _DyingNode(in_process_grid, dead=range(2, 100))  # from round 2 on
+    with (
+        prepare_run(config, tmp_path / "run") as run,
+        pytest.raises(RunFailedError) as e,
+    ):
+        run_server(grid, run, progress=False)
+
+    assert str(e.value) == (
+        "round 2: a worker process died and was not replaced (whole messages failed "
+        "in two phases in a row); last: ActorDiedError:<'The actor died'>"
+    )
+    rows = read_history(tmp_path / "run" / "history.csv")
+    # It never ran on crippled: round 2 is not recorded, round 1's checkpoint stays.
+    assert [r.round for r in rows] == [0, 1]
+
+
+def test_a_worker_lost_for_one_phase_costs_that_phase_only(
+    small_config: Callable[..., SimulationConfig], tmp_path: Path, in_process_grid: Any
+) -> None:
+    config = small_config("num-rounds=3")
+    grid = _DyingNode(in_process_grid, dead=range(2, 3))  # round 2: training
+    with prepare_run(config, tmp_path / "run") as run:
+        rows = run_server(grid, run, progress=False)
+
+    failed = [r.clients_failed for r in rows[1:]]
+    assert failed[0] == 0 and failed[1] > 0 and failed[2] == 0
+    assert rows[2].clients_ok == rows[2].clients_sampled - failed[1] > 0
