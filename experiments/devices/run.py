@@ -16,23 +16,28 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import statistics
 from pathlib import Path
 
-from fedtflite.devices import format_duration
+from fedtflite.devices import format_duration, time_to_accuracy
 from fedtflite.orchestrator.sweep import CellResult, load_grid, read_sweep, run_sweep
-from fedtflite.simulation.history import crossings
 
 HERE = Path(__file__).resolve().parent
-TARGETS = (0.6, 0.7, 0.75)
+TARGETS = (0.6, 0.7, 0.75, 0.8)
 MARKERS = ("<!-- results -->", "<!-- /results -->")
 
 
 def _time_to(result: CellResult, target: float) -> str:
-    for c in crossings(result.rounds):
-        if c.target == target:
-            return f"{format_duration(c.virtual_seconds)} (r{c.round})"
+    rows = result.rounds
+    for c in time_to_accuracy(
+        [r.round for r in rows],
+        [r.virtual_clock for r in rows],
+        [r.test_accuracy for r in rows],
+        [target],
+    ):
+        return f"{format_duration(c.virtual_seconds)} (r{c.round})"
     return "—"
 
 
@@ -78,6 +83,31 @@ def results_table(results: list[CellResult]) -> str:
             )
             + " |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def participation_table(results: list[CellResult], out: Path) -> str:
+    """Per cell: rounds sampled / aggregated of the fastest and slowest quarter
+    of the clients by compute factor, and the clients never aggregated."""
+    head = ["rounds", "strategy", "fastest quarter", "slowest quarter"]
+    head.append("never aggregated")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        path = out / r.cell.name / "participation.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="") as f:
+            rows = sorted(csv.DictReader(f), key=lambda x: float(x["compute_factor"]))
+        q = len(rows) // 4
+
+        def counts(group: list[dict[str, str]]) -> str:
+            sampled = sum(int(x["rounds_sampled"]) for x in group)
+            return f"{sampled} / {sum(int(x['rounds_aggregated']) for x in group)}"
+
+        never = sum(1 for x in rows if int(x["rounds_aggregated"]) == 0)
+        cells = [r.cell.labels["rounds"], r.cell.labels["strategy"]]
+        cells += [counts(rows[:q]), counts(rows[-q:]), f"{never} of {len(rows)}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,7 +163,7 @@ def main() -> None:
     results = read_sweep(base, cells, args.out)
     summary = args.out if args.quick else HERE
     plot(results, summary / "accuracy_vs_time.png")
-    table = results_table(results)
+    table = results_table(results) + "\n" + participation_table(results, args.out)
     _write_results(table, summary / "RESULTS.md")
     print(table)
 
