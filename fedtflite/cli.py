@@ -52,11 +52,12 @@ def _check_output_file(path: Path, flag: str) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from fedtflite.models.specs import ModelSpec, OptimizerSpec  # no TensorFlow yet
+    from fedtflite.models.architectures import ARCHITECTURES  # no TensorFlow yet
+    from fedtflite.models.specs import ModelSpec, OptimizerSpec
 
     if (args.model is None) == (args.keras is None):
         raise ConfigError(
-            "build needs an architecture (mlp, cnn, 2nn, fedavg-cnn) or "
+            f"build needs an architecture ({', '.join(ARCHITECTURES)}) or "
             "--keras MODEL.keras, not both"
         )
     _check_output_file(args.out, "--out")

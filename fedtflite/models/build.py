@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedtflite.errors import ConfigError, invalid_value
 from fedtflite.models.specs import (
     DEFAULT_STATIC_BATCH,
-    MAX_BATCH_SIZE,
     ModelSpec,
     OptimizerSpec,
+    check_batch_size,
 )
 
 __all__ = ["build_model", "from_keras", "quiet_stderr", "write_model"]
@@ -86,10 +85,7 @@ def from_keras(
 
     model, source = load_keras(model_or_path)
     read = read_keras(model, source, optimizer=optimizer)
-    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ConfigError(
-            invalid_value("batch-size", batch_size, f"1..{MAX_BATCH_SIZE}")
-        )
+    check_batch_size(batch_size)
     if batch_size is None and read.network.needs_static_batch:
         batch_size = DEFAULT_STATIC_BATCH
     from fedtflite.models.trainable import TrainableModel

@@ -15,6 +15,7 @@ __all__ = [
     "UPDATE_RULES",
     "ModelSpec",
     "OptimizerSpec",
+    "check_batch_size",
 ]
 
 DEFAULT_LEARNING_RATE = 0.05
@@ -86,6 +87,20 @@ class OptimizerSpec:
     centered: bool = False
 
 
+def check_batch_size(batch_size: int | None) -> None:
+    """Refuse a static ``batch-size`` outside ``1..MAX_BATCH_SIZE`` (None: dynamic).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``batch-size`` and the valid range.
+    """
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            invalid_value("batch-size", batch_size, f"1..{MAX_BATCH_SIZE}")
+        )
+
+
 DEFAULT_STATIC_BATCH = 32
 """Batch size of `train` for architectures that need a static one (the ``cnn``)."""
 
@@ -147,15 +162,10 @@ class ModelSpec:
             (opt.learning_rate > 0, "learning-rate", opt.learning_rate, "> 0"),
             (0 <= opt.momentum < 1, "momentum", opt.momentum, "0 <= momentum < 1"),
             (opt.weight_decay >= 0, "weight-decay", opt.weight_decay, ">= 0"),
-            (
-                self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH_SIZE,
-                "batch-size",
-                self.batch_size,
-                f"1..{MAX_BATCH_SIZE}",
-            ),
         ):
             if not ok:
                 raise ConfigError(invalid_value(key, value, expected))
+        check_batch_size(self.batch_size)
 
     @property
     def train_batch(self) -> int | None:
