@@ -25,6 +25,7 @@ PyTorch's initial weights, three seeds per cell; ``--seeds s0,s1`` picks seeds) 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import math
 import sys
 import tomllib
@@ -37,6 +38,7 @@ from fedtflite.data import CLASS_NAMES, FashionMnist, load_fashion_mnist
 from fedtflite.data.partition_file import cached_partition
 from fedtflite.errors import FedTfliteError
 from fedtflite.orchestrator.sweep import (
+    Cell,
     CellResult,
     load_grid,
     plot_sweep,
@@ -149,16 +151,25 @@ def exact_table(
     return "\n".join(lines) + "\n"
 
 
-def remaining(results: list[CellResult]) -> str:
-    """Markdown: the cells of the grid not complete yet (name and rounds run)."""
+def planned(cells: list[Cell], plan: list[str]) -> list[Cell]:
+    """The cells whose names match one of ``plan``'s patterns (all if empty)."""
+    if not plan:
+        return cells
+    return [c for c in cells if any(fnmatch.fnmatchcase(c.name, p) for p in plan)]
+
+
+def remaining(results: list[CellResult], plan: list[str] | None = None) -> str:
+    """Markdown: the planned cells not complete yet (name and rounds run)."""
+    names = {c.name for c in planned([r.cell for r in results], plan or [])}
+    mine = [r for r in results if r.cell.name in names]
     left = [
         f"`{r.cell.name}` ({max(len(r.rounds) - 1, 0)}/{r.config.num_rounds})"
-        for r in results
+        for r in mine
         if not r.complete
     ]
-    return (
-        "Not complete yet: " + ", ".join(left) if left else "Every cell ran."
-    ) + "\n"
+    done = len(mine) - len(left)
+    head = f"{done} of {len(mine)} planned cells complete."
+    return (f"{head} Not complete yet: " + ", ".join(left) if left else head) + "\n"
 
 
 def per_class_table(
@@ -250,12 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     base, cells = load_grid(args.grid)
+    # An optional [plan] table names the cells (fnmatch patterns) a plain run
+    # runs and the report counts; the other cells of the grid run when asked.
+    plan = list(tomllib.loads(args.grid.read_text()).get("plan", {}).get("cells", []))
     exact = any("seed" in c.labels for c in cells)
     out = args.out or HERE / ("exact_runs" if exact else "runs")
     if args.quick:
         base.update(QUICK)
     base.update(parse_overrides(args.set))
     grid_cells = cells
+    if not (args.partitions or args.only or args.seeds):
+        cells = planned(cells, plan)
     for flag, pos in ((args.partitions, 0), (args.only, 1), (args.seeds, 2)):
         if flag:
             keep_list = [[k] for k in flag.split(",")]
@@ -286,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         table = exact_table(results, reference, single_seed)
         write_block(results_path, "exact", f"{note}\n\n{table}")
-        write_block(results_path, "exact-remaining", remaining(results))
+        write_block(results_path, "exact-remaining", remaining(results, plan))
         write_block(results_path, "exact-class-sets", class_sets(results, data))
         plot = results_path.with_name("accuracy_exact.png")
     else:
