@@ -31,9 +31,9 @@ from fedtflite.data.partition_file import load_partition
 from fedtflite.errors import ConfigError, ModelFileError, PartitionError
 from fedtflite.personalization import PersonalResult, personalize_client
 from fedtflite.protocol.settings import ClientSettings
-from fedtflite.runtime import ClientModel, EvalResult
+from fedtflite.runtime import ClientModel, EvalResult, TrainPlan
 
-__all__ = ["ClientData", "ClientUpdate", "Worker", "get_worker"]
+__all__ = ["ClientData", "ClientUpdate", "PreparedClient", "Worker", "get_worker"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,15 @@ class ClientUpdate:
     seconds: float
 
 
+@dataclass(frozen=True)
+class PreparedClient:
+    """A client's local training planned ahead (:meth:`Worker.prepare`)."""
+
+    client_id: int
+    server_round: int
+    plan: TrainPlan
+
+
 class Worker:
     """The model and data every simulated client of this process shares."""
 
@@ -104,8 +113,7 @@ class Worker:
         # not by the number of clients.
         self._splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def client_data(self, client_id: int) -> ClientData:
-        """The local train/test split of ``client_id``."""
+    def _split(self, client_id: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= client_id < len(self._parts):
             raise ConfigError(
                 f"client-id {client_id} out of range 0..{len(self._parts) - 1}"
@@ -120,7 +128,11 @@ class Worker:
                 client_id=client_id,
             )
             self._splits[client_id] = split
-        train, test = split
+        return split
+
+    def client_data(self, client_id: int) -> ClientData:
+        """The local train/test split of ``client_id``."""
+        train, test = self._split(client_id)
         return ClientData(
             to_float(self._images[train]),
             self._labels[train],
@@ -128,11 +140,51 @@ class Worker:
             self._labels[test],
         )
 
+    def train_data(self, client_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """The local training images (float32) and labels of ``client_id``."""
+        train, _ = self._split(client_id)
+        return to_float(self._images[train]), self._labels[train]
+
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
         """A client's shuffling stream in a round, from ``(seed, round, client)``."""
         # what default_rng builds, minus its wrapper (~15 us a client)
         seed = [self.settings.partition.seed, server_round, client_id]
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
+
+    def prepare(
+        self, client_id: int, server_round: int, *, max_steps: int | None = None
+    ) -> PreparedClient:
+        """One client's local training planned: its data gathered, shuffled and
+        batched, every draw of its stream made (:meth:`ClientModel.plan_fit`).
+
+        Parameters
+        ----------
+        client_id, server_round : int
+            Which client, which round (they seed the shuffling).
+        max_steps : int, optional
+            Most ``train`` steps (a device that runs out of time before the
+            round's deadline); None: the full ``local_epochs``.
+
+        Raises
+        ------
+        FedTfliteError
+            A client without training data, data that do not fit the model.
+        """
+        s = self.settings
+        images, labels = self.train_data(client_id)
+        if not len(labels):
+            raise PartitionError(
+                f"client {client_id} holds no training example; it cannot train"
+            )
+        plan = self.model.plan_fit(
+            images,
+            labels,
+            epochs=s.local_epochs,
+            batch_size=s.batch_size,
+            rng=self.rng(client_id, server_round),
+            max_steps=max_steps,
+        )
+        return PreparedClient(client_id, server_round, plan)
 
     def train(
         self,
@@ -144,34 +196,51 @@ class Worker:
         control: Sequence[np.ndarray] | None = None,
         max_steps: int | None = None,
     ) -> ClientUpdate:
-        """Local training of one client from the global weights.
+        """Local training of one client from the global weights
+        (:meth:`prepare`, then :meth:`run_prepared`).
 
         Parameters
         ----------
         client_id, server_round : int
             Which client, which round (they seed the shuffling).
         global_weights : sequence of np.ndarray
-            What ``restore`` loads.
+            What ``restore`` loads (staged: :meth:`ClientModel.stage`).
         proximal_mu : float, optional
             FedProx's ``mu`` for the model's proximal term.
         control : sequence of np.ndarray, optional
             SCAFFOLD's global control variate ``c``; the client's own ``c_i``
             comes from (and goes back to) its file under ``state_dir``.
         max_steps : int, optional
-            Most ``train`` steps (a device that runs out of time before the
-            round's deadline); None: the full ``local_epochs``.
+            Most ``train`` steps; None: the full ``local_epochs``.
 
         Raises
         ------
         FedTfliteError
             Bad data or model, a non-finite loss or weights.
         """
+        prepared = self.prepare(client_id, server_round, max_steps=max_steps)
+        return self.run_prepared(
+            prepared, global_weights, proximal_mu=proximal_mu, control=control
+        )
+
+    def run_prepared(
+        self,
+        client: PreparedClient,
+        global_weights: Sequence[np.ndarray],
+        *,
+        proximal_mu: float | None = None,
+        control: Sequence[np.ndarray] | None = None,
+    ) -> ClientUpdate:
+        """Run a client from :meth:`prepare`: ``restore``, its ``train`` steps,
+        ``parameters`` (arguments as :meth:`train`'s).
+
+        Raises
+        ------
+        FedTfliteError
+            A non-finite loss or weights.
+        """
         model, s = self.model, self.settings
-        data = self.client_data(client_id)
-        if not len(data.train_labels):
-            raise PartitionError(
-                f"client {client_id} holds no training example; it cannot train"
-            )
+        client_id, server_round = client.client_id, client.server_round
         start = time.perf_counter()
         model.restore(global_weights)
         if s.learning_rate is not None:
@@ -182,16 +251,9 @@ class Worker:
         if control is not None:
             c_i = self._state.load(client_id, control, server_round)
             model.set_correction([c - ci for c, ci in zip(control, c_i, strict=True)])
-        fit = model.fit(
-            data.train_images,
-            data.train_labels,
-            epochs=s.local_epochs,
-            batch_size=s.batch_size,
-            rng=self.rng(client_id, server_round),
-            max_steps=max_steps,
-        )
+        fit = model.run_plan(client.plan)
         weights = model.parameters(check_finite=True)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start + client.plan.seconds
         delta = None
         if control is not None and c_i is not None:
             if s.learning_rate is None:  # the server checks the model: never here

@@ -24,6 +24,7 @@ from typing import Any
 from fedtflite.algorithms.sampling import flower_sample_size
 from fedtflite.errors import ConfigError, RunInterruptedError
 from fedtflite.native_logs import RAY_WORKER_NOISE, drop_forwarded_lines
+from fedtflite.orchestrator.dispatch import waking_dispatcher
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fedtflite.simulation.config import SimulationConfig
 from fedtflite.simulation.history import History, RoundCallback, RoundRecord
@@ -319,7 +320,7 @@ def _run_flower(
     def _main(grid: Grid, context: Context) -> None:
         rows.extend(run_server(grid, run, callbacks, progress))
 
-    with _quiet_flower():
+    with _quiet_flower(), waking_dispatcher():
         run_simulation(
             server_app=server_app,
             client_app=client_app,

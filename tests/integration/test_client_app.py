@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 import clients.worker as worker_module
 from clients.client_app import evaluate, train
-from clients.worker import ClientData, Worker
+from clients.worker import Worker
 from fedtflite.errors import ConfigError
 from fedtflite.protocol import keys
 from fedtflite.runtime import ClientModel
@@ -48,18 +48,18 @@ def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def one_bad_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Client ``BAD``'s images hold NaN, so its loss is NaN."""
-    real = Worker.client_data
+    """Client ``BAD``'s training images hold NaN, so its loss is NaN."""
+    real = Worker.train_data
 
-    def client_data(self: Worker, client_id: int) -> ClientData:
-        data = real(self, client_id)
+    def train_data(self: Worker, client_id: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = real(self, client_id)
         if client_id != BAD:
-            return data
-        images = data.train_images.copy()
+            return images, labels
+        images = images.copy()
         images[:, 0, 0] = np.nan
-        return ClientData(images, data.train_labels, data.test_images, data.test_labels)
+        return images, labels
 
-    monkeypatch.setattr(Worker, "client_data", client_data)
+    monkeypatch.setattr(Worker, "train_data", train_data)
     worker_module.get_worker.cache_clear()
     yield
     worker_module.get_worker.cache_clear()

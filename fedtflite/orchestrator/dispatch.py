@@ -1,0 +1,97 @@
+"""Flower's simulation engine, handing messages to the workers as soon as they exist.
+
+Flower's engine moves the ServerApp's messages from its link state to the
+worker queue in a thread that polls every 0.1 s and takes at most one message
+per node per poll (``flwr.server.superlink.fleet.vce.vce_api.
+add_messages_to_queue``). Every phase of every round therefore waits for the
+next tick (on average 50 ms, up to 100 ms), and a phase with ``m`` messages
+per node waits ``m`` ticks: a floor under every small round that no amount of
+client speed can lower (a 100-clients-per-round `mlp` round computes for
+~25 ms and took 0.2 s).
+
+:func:`dispatch_on_store` runs the same loop with two changes: it wakes up
+when the ServerApp stores a message (the link state's ``store_message_ins``
+is wrapped to signal it), and it polls again at once while a poll still found
+messages. Messages, their order per node and the workers that run them are
+Flower's; only the waiting goes. Results do not change: every client is seeded
+by ``(seed, round, client)``, whichever worker runs it and whenever.
+
+The patch applies in this process only (``fedtflite simulate``, research
+scripts calling :func:`~fedtflite.orchestrator.simulate`), for the duration
+of one run, and only to the Flower version it was written against (the
+function is replaced only if its signature is the one this module expects);
+``flwr run .`` on a SuperLink keeps Flower's loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["FLOWER_TICK", "dispatch_on_store", "waking_dispatcher"]
+
+FLOWER_TICK = 0.1
+"""Seconds between polls of Flower's own dispatcher (and of ours when idle)."""
+
+_EXPECTED = ["state", "queue", "nodes_mapping", "f_stop"]
+
+
+def dispatch_on_store(
+    state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event
+) -> None:
+    """Flower's ``add_messages_to_queue``, woken by every stored message.
+
+    Parameters are Flower's: its link state, the worker queue, the node to
+    partition mapping and the engine's stop event.
+    """
+    stored = threading.Event()
+    original = state.store_message_ins
+
+    def store_message_ins(message: Any) -> Any:
+        result = original(message)
+        stored.set()
+        return result
+
+    state.store_message_ins = store_message_ins  # shadows the method
+    try:
+        while not f_stop.is_set():
+            stored.clear()  # before polling: a message stored during it wakes us
+            found = False
+            for node_id in nodes_mapping:
+                for message in state.get_message_ins(node_id=node_id, limit=1):
+                    queue.put(message)
+                    found = True
+            if not found:
+                stored.wait(FLOWER_TICK)
+    finally:
+        with contextlib.suppress(AttributeError):
+            del state.store_message_ins
+
+
+@contextlib.contextmanager
+def waking_dispatcher() -> Iterator[bool]:
+    """Flower's engine dispatches with :func:`dispatch_on_store` in this block.
+
+    Yields
+    ------
+    bool
+        Whether the patch applied (False: this Flower's engine has no
+        dispatcher of the expected form, and keeps its own).
+    """
+    try:
+        from flwr.server.superlink.fleet.vce import vce_api
+    except ImportError:  # pragma: no cover - another Flower layout
+        yield False
+        return
+    flower = getattr(vce_api, "add_messages_to_queue", None)
+    if flower is None or list(inspect.signature(flower).parameters) != _EXPECTED:
+        yield False  # pragma: no cover - another Flower version
+        return
+    vce_api.add_messages_to_queue = dispatch_on_store
+    try:
+        yield True
+    finally:
+        vce_api.add_messages_to_queue = flower
