@@ -1,0 +1,60 @@
+"""Fixtures shared by the unit tests: the real data set, the built models and
+the installed console script.
+
+Session-scoped because they are read-only: Fashion-MNIST's arrays come from one
+memoised load, and a model's bytes are immutable (each test wraps them in its own
+:class:`~fedtflite.runtime.ClientModel`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fedtflite.data import FashionMnist, load_fashion_mnist
+from fedtflite.errors import DataMissingError
+from fedtflite.models.cache import cached_model
+from fedtflite.models.specs import ModelSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data() -> FashionMnist:
+    """Fashion-MNIST from the data directory; the test is skipped without it."""
+    try:
+        return load_fashion_mnist()
+    except DataMissingError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def mlp_bytes() -> bytes:
+    """The default ``mlp`` (plain SGD), from the on-disk model cache."""
+    return cached_model(ModelSpec("mlp"))
+
+
+@pytest.fixture(scope="session")
+def cnn_bytes() -> bytes:
+    """The default ``cnn`` (plain SGD), from the on-disk model cache."""
+    return cached_model(ModelSpec("cnn"))
+
+
+@pytest.fixture(scope="session")
+def console() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``console(*args)``: run the installed ``fedtflite`` script (or ``python -m
+    fedtflite.cli``) in the repository root, capturing its text output."""
+    exe = shutil.which("fedtflite")
+    command = [exe] if exe else [sys.executable, "-m", "fedtflite.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, cwd=REPO, timeout=300
+        )
+
+    return run
