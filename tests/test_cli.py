@@ -210,7 +210,7 @@ def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         ),
         (
             ["train", "--epochs", "0"],
-            r"^error: --epochs 0 is not valid: expected >= 1$",
+            r"^error: --epochs = 0 is not valid: expected >= 1$",
         ),
         (
             ["train", "--save", "/proc/nope/w.npz"],
@@ -220,8 +220,29 @@ def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             ["train", "--seed", "-1"],
             r"^error: seed = -1 is not valid: expected 0\.\.4294967295$",
         ),
+        (
+            ["personalize", "{dir}", "--epochs", "0"],
+            r"^error: --epochs = 0 is not valid: expected >= 1$",
+        ),
+        (
+            ["personalize", "{dir}", "--epochs", "1", "--clients", "-2"],
+            r"^error: --clients = -2 is not valid: expected >= 0 \(0: every client\)$",
+        ),
+        (
+            ["export", "{dir}", "--out", "{dir}/m.tflite", "--report", "{dir}"],
+            r"^error: --report {dir}: is a directory; expected a file path$",
+        ),
     ],
-    ids=["build-out-dir", "build-out-unwritable", "epochs-0", "save", "seed"],
+    ids=[
+        "build-out-dir",
+        "build-out-unwritable",
+        "epochs-0",
+        "save",
+        "seed",
+        "personalize-epochs",
+        "personalize-clients",
+        "export-report-dir",
+    ],
 )
 def test_outputs_and_settings_are_checked_before_any_work(
     args: list[str],
