@@ -29,7 +29,6 @@ from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
 from fedtflite.errors import ConfigError, DataShapeError, NonFiniteError
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
-from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.protocol.settings import ClientSettings
 from fedtflite.rundir import RunDirLock, lock_run_dir
 from fedtflite.runtime import ClientModel
@@ -142,25 +141,7 @@ def resolve_model(config: SimulationConfig) -> bytes:
     """
     proximal, scaffold = _build_flags(config)
     if config.model in ARCHITECTURES:
-        spec = ModelSpec(
-            architecture=config.model,
-            optimizer=OptimizerSpec(
-                name=config.optimizer,
-                learning_rate=config.learning_rate,
-                momentum=config.momentum,
-                weight_decay=config.weight_decay,
-            ),
-            seed=config.seed,
-            weight_init=config.weight_init,
-            batch_size=(
-                config.batch_size
-                if ARCHITECTURES[config.model].needs_static_batch
-                else None
-            ),
-            proximal=proximal,
-            scaffold=scaffold,
-        )
-        return cached_model(spec)
+        return cached_model(config.model_spec(proximal=proximal, scaffold=scaffold))
     path = Path(config.model)
     if not path.is_file():
         raise ConfigError(
