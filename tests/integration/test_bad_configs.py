@@ -95,7 +95,8 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["availability='bernoulli:1.5'"],
-            r"^error: availability = 'bernoulli:1\.5' is not valid: probability",
+            r"^error: availability = 'bernoulli:1\.5' is not valid: expected a "
+            r"probability 0 < P <= 1, not 1\.5$",
         ),
         (
             ["over-commit=0.5"],
