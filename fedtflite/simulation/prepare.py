@@ -26,7 +26,12 @@ from fedtflite.data import (
 )
 from fedtflite.data.partition_file import cached_partition, save_partition
 from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
-from fedtflite.errors import ConfigError, DataShapeError, NonFiniteError
+from fedtflite.errors import (
+    ConfigError,
+    DataShapeError,
+    NonFiniteError,
+    invalid_value,
+)
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
 from fedtflite.protocol.settings import ClientSettings
@@ -145,8 +150,12 @@ def resolve_model(config: SimulationConfig) -> bytes:
     path = Path(config.model)
     if not path.is_file():
         raise ConfigError(
-            f"model = {config.model!r}: no such file "
-            f"(or use {', '.join(ARCHITECTURES)})"
+            invalid_value(
+                "model",
+                config.model,
+                f"{', '.join(ARCHITECTURES)} or the path of a .tflite or .keras "
+                "file (there is no such file)",
+            )
         )
     if path.suffix == ".keras":
         return cached_keras_model(
@@ -336,8 +345,12 @@ def _devices(
             seconds = cached_step_seconds(probe, config.batch_size)
         except NonFiniteError as e:
             raise ConfigError(
-                f"step-seconds = 0 measures a train step, which failed ({e}); "
-                "pin it, e.g. step-seconds = 0.002"
+                invalid_value(
+                    "step-seconds",
+                    config.step_seconds,
+                    "seconds > 0 here, e.g. step-seconds = 0.002: 0 measures a "
+                    f"train step, which failed ({e})",
+                )
             ) from None
     config = replace(config, step_seconds=seconds)
     frac = config.client_test_fraction
