@@ -1,5 +1,5 @@
-"""Fixtures shared by the unit tests: the real data set, the built models and
-the installed console script.
+"""Fixtures shared by the unit tests: the real data set and batches drawn from
+it, the built models, and the installed console script.
 
 Session-scoped because they are read-only: Fashion-MNIST's arrays come from one
 memoised load, and a model's bytes are immutable (each test wraps them in its own
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedtflite.data import FashionMnist, load_fashion_mnist
@@ -31,6 +32,22 @@ def data() -> FashionMnist:
         return load_fashion_mnist()
     except DataMissingError as e:
         pytest.skip(str(e))
+
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def train_batches(data: FashionMnist) -> Callable[[int, int, int], list[Batch]]:
+    """``train_batches(count, size, seed)``: ``count`` batches of ``size`` training
+    rows (images, class ids), no row twice, drawn with ``seed``."""
+
+    def draw(count: int, size: int, seed: int) -> list[Batch]:
+        rng = np.random.default_rng(seed)
+        rows = rng.choice(len(data.train.labels), (count, size), replace=False)
+        return [(data.train.images[r], data.train.labels[r]) for r in rows]
+
+    return draw
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,12 @@ def test_representative_images_are_a_seeded_draw(data: FashionMnist) -> None:
     assert a.shape == (50, 28, 28) and np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def _fit_epoch(model: ClientModel, data: FashionMnist, n: int) -> None:
+    """One seeded epoch (batch 32) on the first ``n`` training examples."""
+    x, y = data.train.images[:n], data.train.labels[:n]
+    model.fit(x, y, epochs=1, batch_size=32, rng=np.random.default_rng(0))
+
+
 def test_int8_inference_file_is_integer_and_agrees_with_float(
     data: FashionMnist, mlp_bytes: bytes
 ) -> None:
@@ -174,13 +180,7 @@ def test_int8_inference_file_is_integer_and_agrees_with_float(
 
     mlp = ClientModel(mlp_bytes)
     test = data.test
-    mlp.fit(
-        data.train.images[:2000],
-        data.train.labels[:2000],
-        epochs=1,
-        batch_size=32,
-        rng=np.random.default_rng(0),
-    )
+    _fit_epoch(mlp, data, 2000)
     weights = mlp.parameters()
     floating = inference_model("mlp", weights)
     calibration = representative_images(data.train.images, 200, seed=0)
@@ -210,13 +210,7 @@ def test_cnn_inference_rebuild_computes_the_trainable_infer(
     data: FashionMnist, cnn_bytes: bytes
 ) -> None:
     cnn = ClientModel(cnn_bytes)
-    cnn.fit(
-        data.train.images[:256],
-        data.train.labels[:256],
-        epochs=1,
-        batch_size=32,
-        rng=np.random.default_rng(0),
-    )
+    _fit_epoch(cnn, data, 256)
     _agrees(cnn, inference_model("cnn", cnn.parameters()), data)
 
 
@@ -242,13 +236,8 @@ def test_keras_model_inference_rebuild_keeps_batch_norm_state(
     path = tmp_path / "mine.keras"
     model.save(path)
     trainable = ClientModel(from_keras(path))
-    trainable.fit(  # moves the weights and the moving statistics away from init
-        data.train.images[:256],
-        data.train.labels[:256],
-        epochs=1,
-        batch_size=32,
-        rng=np.random.default_rng(0),
-    )
+    # moves the weights and the moving statistics away from init
+    _fit_epoch(trainable, data, 256)
     _agrees(trainable, inference_model(str(path), trainable.parameters()), data)
 
 
