@@ -2,12 +2,13 @@
 ``"lognormal"`` side by side, at 1 000 clients per round.
 
 Both runs are real fedtflite simulations (Flower on Ray, LiteRT clients, real
-Fashion-MNIST) of the ``mlp``, 1 local epoch, batch 32, FedAvg: ``k`` of ``n``
-IID clients per round, no local test split, no federated evaluation, the central
-evaluation after the last round only, no deadline and no over-commitment (so
-both train the same clients). Steady round = median of rounds 2..R-1. The runs
-alternate (none, lognormal, none, lognormal, ...) so that a shift in the
-machine's load hits both.
+Fashion-MNIST) of the ``mlp``, 1 local epoch, batch 32, FedAvg, in
+:mod:`benchmarks.scale`'s overhead set-up (:func:`benchmarks.scale.overhead_config`):
+``k`` of ``n`` IID clients per round, no local test split, no federated
+evaluation, the central evaluation after the last round only; no deadline and no
+over-commitment (so both train the same clients). Steady round = median of
+rounds 2..R-1. The runs alternate (none, lognormal, none, lognormal, ...) so
+that a shift in the machine's load hits both.
 
 The machinery itself (planning a round: who is online, the sample, every
 client's finish time, the clock, the participation counts) is also timed
@@ -27,39 +28,17 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from benchmarks.scale import overhead_config, steady_seconds
 from fedtflite.devices import VirtualRun
 from fedtflite.orchestrator import simulate
 from fedtflite.runtime import ClientModel
-from fedtflite.simulation import SimulationConfig, load_config
+from fedtflite.simulation import SimulationConfig
 from fedtflite.simulation.prepare import prepare_run
 
 
 def _config(k: int, n: int, rounds: int, devices: str) -> SimulationConfig:
-    return load_config(
-        None,
-        [
-            "model=mlp",
-            "local-epochs=1",
-            "batch-size=32",
-            "learning-rate=0.05",
-            f"num-clients={n}",
-            "partitioner=iid",
-            "client-test-fraction=0.0",
-            f"fraction-train={k / n}",
-            f"min-train-clients={k}",
-            "fraction-evaluate=0.0",
-            f"num-rounds={rounds}",
-            f"evaluate-every={rounds}",
-            "seed=0",
-            f"devices={devices!r}",
-        ],
-    )
-
-
-def _steady(rounds: tuple[Any, ...]) -> float:
-    return statistics.median(r.seconds for r in rounds[2:-1])
+    return overhead_config(k, rounds, registered=n, extra=(f"devices={devices!r}",))
 
 
 def plan_seconds(config: SimulationConfig, run_dir: Path, calls: int) -> float:
@@ -96,7 +75,7 @@ def main() -> None:
             for devices in steady:
                 config = _config(k, n, args.rounds, devices)
                 history = simulate(config, out / f"{devices}-{rep}", progress=False)
-                steady[devices].append(_steady(history.rounds))
+                steady[devices].append(steady_seconds(history.rounds))
                 print(f"{devices} run {rep}: steady round {steady[devices][-1]:.3f} s")
         plan = {
             d: plan_seconds(

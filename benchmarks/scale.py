@@ -120,8 +120,18 @@ def _workers() -> int:
     return os.cpu_count() or 1  # client-cpus = 1: one actor per core
 
 
-def _overhead_config(k: int, rounds: int, epochs: int) -> SimulationConfig:
-    n = max(1000, k)
+def overhead_config(
+    k: int,
+    rounds: int,
+    epochs: int = 1,
+    *,
+    registered: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> SimulationConfig:
+    """The overhead set-up: ``k`` of ``registered`` (default ``max(1000, k)``) IID
+    clients a round, no local test split, no federated evaluation, the central
+    evaluation after the last round only; ``extra`` overrides go on top."""
+    n = max(1000, k) if registered is None else registered
     return load_config(
         None,
         [
@@ -136,6 +146,7 @@ def _overhead_config(k: int, rounds: int, epochs: int) -> SimulationConfig:
             f"num-rounds={rounds}",
             f"evaluate-every={rounds}",
             "seed=0",
+            *extra,
         ],
     )
 
@@ -212,14 +223,16 @@ def measure_physical_floor(
     )
 
 
-def _steady(rows: tuple[RoundRecord, ...]) -> float:
+def steady_seconds(rows: tuple[RoundRecord, ...]) -> float:
+    """Median round seconds of rounds 2..R-1 (round 1 pays the workers' set-up,
+    round R the evaluation); of rounds 2..R when there are fewer."""
     middle = [r.seconds for r in rows[2:-1]] or [r.seconds for r in rows[1:]]
     return statistics.median(middle)
 
 
 def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
     """One fedtflite run at ``k`` clients per round, with its floor and memory."""
-    config = _overhead_config(k, rounds, epochs)
+    config = overhead_config(k, rounds, epochs)
     memory, cpu = _Memory(rounds), _Cpu()
     run_dir = out / f"k{k}-e{epochs}"
     history = simulate(
@@ -230,7 +243,7 @@ def overhead_row(k: int, rounds: int, epochs: int, out: Path) -> dict[str, Any]:
     physical_cpu = (
         measure_physical_floor(config, run_dir, 2, clock=time.process_time) / _workers()
     )
-    steady = _steady(history.rounds)
+    steady = steady_seconds(history.rounds)
     cpu_row = cpu.steady(rounds)
     middle = history.rounds[2:-1] or history.rounds[1:]
     return {

@@ -38,10 +38,10 @@ from typing import Any
 
 from benchmarks.scale import (
     _Cpu,
-    _overhead_config,
-    _steady,
     _table,
     measure_physical_floor,
+    overhead_config,
+    steady_seconds,
 )
 from fedtflite.orchestrator import simulate
 from fedtflite.orchestrator.simulate import start_ray
@@ -55,7 +55,7 @@ def scaling_row(
     """One simulation of ``k`` clients per round on ``workers`` client workers."""
     import ray
 
-    config = _overhead_config(k, rounds, 1)
+    config = overhead_config(k, rounds, 1)
     if address:
         start_ray(address)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
@@ -70,7 +70,7 @@ def scaling_row(
         )
     finally:
         ray.shutdown()
-    steady = _steady(history.rounds)
+    steady = steady_seconds(history.rounds)
     physical = measure_physical_floor(config, run_dir, server_round=2) / workers
     physical_cpu = (
         measure_physical_floor(config, run_dir, 2, clock=time.process_time) / workers

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from fedtflite.errors import (
@@ -20,6 +21,7 @@ from fedtflite.errors import (
     FedTfliteError,
     RunFailedError,
     RunInterruptedError,
+    invalid_value,
 )
 from fedtflite.models.specs import DEFAULT_LEARNING_RATE
 
@@ -32,6 +34,15 @@ EXIT_FAILED_RUN = 3
 """Exit code of a run that failed (a round aggregated no update, a lost worker)."""
 
 
+@contextmanager
+def _writing(flag: str, path: Path) -> Iterator[None]:
+    """Turn a failed write to ``path`` (given as ``flag``) into one line."""
+    try:
+        yield
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write there ({e.strerror})") from None
+
+
 def _check_output_file(path: Path, flag: str) -> None:
     """Refuse, before any work, an output file that could not be written.
 
@@ -41,12 +52,10 @@ def _check_output_file(path: Path, flag: str) -> None:
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a directory; expected a file path")
     existed = path.exists()
-    try:
+    with _writing(flag, path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab"):
             pass
-    except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot write there ({e.strerror})") from None
     if not existed:
         path.unlink()
 
@@ -172,7 +181,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fedtflite.simulation.prepare import resolve_model
 
     if args.epochs < 1:
-        raise ConfigError(f"--epochs {args.epochs} is not valid: expected >= 1")
+        raise ConfigError(invalid_value("--epochs", args.epochs, ">= 1"))
     if args.save:
         _check_output_file(args.save, "--save")
     config = SimulationConfig(
@@ -294,13 +303,11 @@ def _cmd_partition(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    try:
+    with _writing("--out", out):
         out.mkdir(parents=True, exist_ok=True)
         save_partition(out / "partition.npz", parts, spec)
         stats = partition_stats(labels, parts)
         csv_path, png_path = write_partition_stats(stats, out)
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
     sizes = stats.sum(axis=1)
     classes = (stats > 0).sum(axis=1)
     print(
@@ -326,6 +333,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from fedtflite.models.build import quiet_stderr
 
     options = ExportOptions(args.out, args.inference, args.quantize)
+    _check_output_file(args.out, "--out")
+    if args.report:
+        _check_output_file(args.report, "--report")
     run = load_finished_run(args.run_dir)
     data = load_fashion_mnist(run.data_dir or None)
     with quiet_stderr():  # TensorFlow's lines (inference exports); errors are one line
@@ -333,8 +343,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} from {run.run_dir} (model {run.model})")
     print(format_table(rows), end="")
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(export_report(run, options, rows))
+        with _writing("--report", args.report):
+            args.report.write_text(export_report(run, options, rows))
         print(f"wrote {args.report}")
     return 0
 
@@ -357,10 +367,11 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
     from fedtflite.runtime import ClientModel
     from fedtflite.simulation.config import load_run_config
 
-    if args.epochs < 1 or args.clients < 0:
+    if args.epochs < 1:
+        raise ConfigError(invalid_value("--epochs", args.epochs, ">= 1"))
+    if args.clients < 0:
         raise ConfigError(
-            f"--epochs {args.epochs} --clients {args.clients}: expected epochs >= 1 "
-            "and clients >= 0 (0: every client)"
+            invalid_value("--clients", args.clients, ">= 0 (0: every client)")
         )
     run = load_finished_run(args.run_dir)
     config = load_run_config(run.run_dir)
@@ -385,11 +396,9 @@ def _cmd_personalize(args: argparse.Namespace) -> int:
         learning_rate=config.learning_rate if model.supports_learning_rate else 0.0,
     )
     out: Path = args.out or run.run_dir
-    try:
+    with _writing("--out", out):
         out.mkdir(parents=True, exist_ok=True)
         write_personalization(results, out / CSV_FILE)
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
     plot_personalization(
         results,
         out / PLOT_FILE,
@@ -418,6 +427,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
         f"{len(data.train.labels)} train, {len(data.test.labels)} test images"
     )
     return 0
+
+
+def _run_dir_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+) -> argparse.ArgumentParser:
+    """A sub-command that reads a finished run directory (its first argument)."""
+    parser = sub.add_parser(name, help=help)
+    parser.add_argument("run_dir", type=Path, help="a finished run directory")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -555,12 +577,13 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, required=True, help="directory to write into")
     q.set_defaults(func=_cmd_partition)
 
-    e = sub.add_parser(
+    e = _run_dir_command(
+        sub,
         "export",
-        help="a finished run's global model as a .tflite to ship (trainable, "
+        _cmd_export,
+        "a finished run's global model as a .tflite to ship (trainable, "
         "inference-only, quantized), measured",
     )
-    e.add_argument("run_dir", type=Path, help="a finished run directory")
     e.add_argument("--out", type=Path, required=True, help="the .tflite to write")
     e.add_argument(
         "--inference",
@@ -577,14 +600,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--report", type=Path, default=None, help="also write the table (Markdown)"
     )
-    e.set_defaults(func=_cmd_export)
 
-    z = sub.add_parser(
+    z = _run_dir_command(
+        sub,
         "personalize",
-        help="fine-tune a finished run's global model on each client's own data "
+        _cmd_personalize,
+        "fine-tune a finished run's global model on each client's own data "
         "and compare (personalization.csv/.png)",
     )
-    z.add_argument("run_dir", type=Path, help="a finished run directory")
     z.add_argument("--epochs", type=int, required=True, help="local epochs (>= 1)")
     z.add_argument(
         "--clients",
@@ -598,7 +621,6 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where personalization.csv/.png go (default: the run directory)",
     )
-    z.set_defaults(func=_cmd_personalize)
 
     d = sub.add_parser("data", help="locate (info) or download Fashion-MNIST")
     d.add_argument("action", choices=["info", "download"])
@@ -612,19 +634,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except RunInterruptedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 128 + (e.signum or signal.SIGINT)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    except RunFailedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED_RUN
-    except FedTfliteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_REFUSED
+    except (FedTfliteError, KeyboardInterrupt) as e:
+        message = "interrupted" if isinstance(e, KeyboardInterrupt) else e
+        print(f"error: {message}", file=sys.stderr)
+        return _exit_code(e)
     return code
+
+
+def _exit_code(e: FedTfliteError | KeyboardInterrupt) -> int:
+    """The exit code of a command ended by ``e`` (see the module docstring)."""
+    if isinstance(e, RunInterruptedError):
+        return 128 + (e.signum or signal.SIGINT)
+    if isinstance(e, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(e, RunFailedError):
+        return EXIT_FAILED_RUN
+    return EXIT_REFUSED
 
 
 if __name__ == "__main__":

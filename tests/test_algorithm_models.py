@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedtflite.data import load_fashion_mnist
+from fedtflite.data import FashionMnist
 from fedtflite.errors import SignatureMismatchError
 from fedtflite.models.cache import cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
@@ -20,8 +20,8 @@ def _model(**flags: bool) -> ClientModel:
 
 
 @pytest.fixture(scope="module")
-def batch() -> tuple[np.ndarray, np.ndarray]:
-    train = load_fashion_mnist().train
+def batch(data: FashionMnist) -> tuple[np.ndarray, np.ndarray]:
+    train = data.train
     return train.images[:32], train.labels[:32]
 
 

@@ -9,19 +9,17 @@ import pytest
 
 from fedtflite.devices import cached_step_seconds, machine_key, measure_step_seconds
 from fedtflite.errors import DataShapeError
-from fedtflite.models.cache import cached_model
-from fedtflite.models.specs import ModelSpec
 from fedtflite.runtime import ClientModel
 
 
 @pytest.fixture(scope="module")
-def mlp() -> ClientModel:
-    return ClientModel(cached_model(ModelSpec("mlp")))
+def mlp(mlp_bytes: bytes) -> ClientModel:
+    return ClientModel(mlp_bytes)
 
 
 @pytest.fixture(scope="module")
-def cnn() -> ClientModel:
-    return ClientModel(cached_model(ModelSpec("cnn")))
+def cnn(cnn_bytes: bytes) -> ClientModel:
+    return ClientModel(cnn_bytes)
 
 
 def test_measures_the_models_own_step(mlp: ClientModel, cnn: ClientModel) -> None:

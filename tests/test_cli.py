@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +17,9 @@ import pytest
 
 from fedtflite.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 MLP_VALUES = 784 * 128 + 128 + 128 * 10 + 10
 # kernel + bias per layer: conv 5x5x1x6, conv 5x5x6x16, dense 256-120, 120-84, 84-10
 CNN_VALUES = 156 + 2_416 + 30_840 + 10_164 + 850
-
-
-def _console(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``fedtflite`` script (or ``python -m fedtflite.cli``)."""
-    exe = shutil.which("fedtflite")
-    command = [exe] if exe else [sys.executable, "-m", "fedtflite.cli"]
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +122,14 @@ def test_inspect_cnn_with_adam(
 
 
 def test_console_script_exit_codes(
-    built: dict[str, Path], broken: dict[str, Path]
+    built: dict[str, Path],
+    broken: dict[str, Path],
+    console: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    ok = _console("inspect", str(built["mlp"]))
+    ok = console("inspect", str(built["mlp"]))
     assert ok.returncode == 0, ok.stderr
     assert f"{MLP_VALUES} values" in ok.stdout
-    bad = _console("inspect", str(broken["truncated"]))
+    bad = console("inspect", str(broken["truncated"]))
     assert bad.returncode == 2
     assert bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "truncated or corrupt" in bad.stderr
@@ -178,12 +169,15 @@ def test_inspect_rejects_a_bad_file_in_one_line(
     ids=["architecture", "optimizer"],
 )
 def test_build_rejects_a_bad_spec_in_one_line(
-    args: list[str], message: str, tmp_path: Path
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    console: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     # A real process: a bad name must fail before TensorFlow is imported, whose
     # start-up logs would add lines to stderr.
     out = tmp_path / "model.tflite"
-    proc = _console(*args, "--out", str(out))
+    proc = console(*args, "--out", str(out))
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {message}")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -216,7 +210,7 @@ def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         ),
         (
             ["train", "--epochs", "0"],
-            r"^error: --epochs 0 is not valid: expected >= 1$",
+            r"^error: --epochs = 0 is not valid: expected >= 1$",
         ),
         (
             ["train", "--save", "/proc/nope/w.npz"],
@@ -226,8 +220,29 @@ def test_train_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             ["train", "--seed", "-1"],
             r"^error: seed = -1 is not valid: expected 0\.\.4294967295$",
         ),
+        (
+            ["personalize", "{dir}", "--epochs", "0"],
+            r"^error: --epochs = 0 is not valid: expected >= 1$",
+        ),
+        (
+            ["personalize", "{dir}", "--epochs", "1", "--clients", "-2"],
+            r"^error: --clients = -2 is not valid: expected >= 0 \(0: every client\)$",
+        ),
+        (
+            ["export", "{dir}", "--out", "{dir}/m.tflite", "--report", "{dir}"],
+            r"^error: --report {dir}: is a directory; expected a file path$",
+        ),
     ],
-    ids=["build-out-dir", "build-out-unwritable", "epochs-0", "save", "seed"],
+    ids=[
+        "build-out-dir",
+        "build-out-unwritable",
+        "epochs-0",
+        "save",
+        "seed",
+        "personalize-epochs",
+        "personalize-clients",
+        "export-report-dir",
+    ],
 )
 def test_outputs_and_settings_are_checked_before_any_work(
     args: list[str],

@@ -38,12 +38,16 @@ def test_parse_keywords(tmp_path: Path) -> None:
     [
         ("normal", "devices = 'normal' is not valid: expected none, lognormal, t"),
         ("", "devices = '' is not valid: expected none"),
-        ("tiers:ultra=1", "tier 'ultra' is unknown; tiers are high, mid, low"),
-        ("tiers:high=0.5,high=0.5", "tier 'high' repeats"),
-        ("tiers:high=x,low=1", "share of 'high' is 'x'; expected a number >= 0"),
-        ("tiers:high=-0.5,low=1.5", "share of 'high' is '-0.5'"),
-        ("tiers:high=0.5,low=0.4", "tier shares sum to 0.9; expected 1"),
-        ("tiers:high", "share of 'high' is ''"),
+        ("tiers:ultra=1", "expected each of the tiers high, mid, low at most once"),
+        ("tiers:ultra=1", "at most once (tier 'ultra' is unknown)"),
+        ("tiers:high=0.5,high=0.5", "at most once (tier 'high' repeats)"),
+        (
+            "tiers:high=x,low=1",
+            "expected a number >= 0 as the share of 'high', not 'x'",
+        ),
+        ("tiers:high=-0.5,low=1.5", "as the share of 'high', not '-0.5'"),
+        ("tiers:high=0.5,low=0.4", "expected tier shares summing to 1, not to 0.9"),
+        ("tiers:high", "as the share of 'high', not ''"),
         ("/no/such/devices.csv", "is not valid: expected none, lognormal"),
     ],
 )

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtflite.data import FashionMnist, load_fashion_mnist
-from fedtflite.errors import DataMissingError, ExportError, WeightsMismatchError
+from fedtflite.data import FashionMnist
+from fedtflite.errors import ExportError, WeightsMismatchError
 from fedtflite.export import (
     ExportOptions,
     FormatResult,
@@ -27,14 +27,6 @@ from fedtflite.export.inference import check_rebuildable, representative_images
 from fedtflite.models.cache import cached_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.runtime import ClientModel
-
-
-@pytest.fixture(scope="module")
-def data() -> FashionMnist:
-    try:
-        return load_fashion_mnist()
-    except DataMissingError as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -107,32 +99,33 @@ def _run_dir(
     return tmp
 
 
-def test_an_unfinished_run_points_at_resume(tmp_path: Path) -> None:
-    run_dir = _run_dir(tmp_path, cached_model(ModelSpec("mlp")), None)
+def test_an_unfinished_run_points_at_resume(tmp_path: Path, mlp_bytes: bytes) -> None:
+    run_dir = _run_dir(tmp_path, mlp_bytes, None)
     with pytest.raises(ExportError, match=r"did not finish.*--resume"):
         load_finished_run(run_dir)
     with pytest.raises(ExportError, match="not a run directory"):
         load_finished_run(tmp_path / "nothing")
 
 
-def test_final_weights_that_do_not_fit_the_model_are_refused(tmp_path: Path) -> None:
-    mlp = cached_model(ModelSpec("mlp"))
+def test_final_weights_that_do_not_fit_the_model_are_refused(
+    tmp_path: Path, mlp_bytes: bytes
+) -> None:
     weights = {
         p.name: np.zeros(p.shape, np.float32)
-        for p in ClientModel(mlp).contract.parameters
+        for p in ClientModel(mlp_bytes).contract.parameters
     }
-    good = load_finished_run(_run_dir(tmp_path, mlp, weights))
+    good = load_finished_run(_run_dir(tmp_path, mlp_bytes, weights))
     assert (good.model, good.seed, len(good.weights)) == ("mlp", 4, 4)
     weights["a2"] = np.zeros((3, 3), np.float32)
     with pytest.raises(
         ExportError, match=r"a2 is float32\[3, 3\].*a2: float32\[128,10\]"
     ):
-        load_finished_run(_run_dir(tmp_path, mlp, weights))
+        load_finished_run(_run_dir(tmp_path, mlp_bytes, weights))
     del weights["a2"]
     with pytest.raises(
         ExportError, match=r"holds a0, a1, a3.*parameters a0, a1, a2, a3"
     ):
-        load_finished_run(_run_dir(tmp_path, mlp, weights))
+        load_finished_run(_run_dir(tmp_path, mlp_bytes, weights))
 
 
 def test_formats_are_checked_before_any_work() -> None:
@@ -154,14 +147,17 @@ def test_table_has_float_first_and_sizes_relative_to_it() -> None:
     assert "| int8 | 100.0 KiB | 4.00x smaller | 83.01 % | 0.4900 | 0.005 |" in lines[3]
 
 
-def test_measure_agrees_with_the_client_runtime(data: FashionMnist) -> None:
-    mlp = cached_model(ModelSpec("mlp"))
+def test_measure_agrees_with_the_client_runtime(
+    data: FashionMnist, mlp_bytes: bytes
+) -> None:
     test = data.test
-    expected = ClientModel(mlp).evaluate(test.images[:500], test.labels[:500])
-    got = measure("float32", mlp, test.images[:500], test.labels[:500], latency_calls=5)
+    expected = ClientModel(mlp_bytes).evaluate(test.images[:500], test.labels[:500])
+    got = measure(
+        "float32", mlp_bytes, test.images[:500], test.labels[:500], latency_calls=5
+    )
     assert got.accuracy == expected.accuracy
     assert got.loss == pytest.approx(expected.loss, rel=1e-6)
-    assert got.size_bytes == len(mlp) and got.latency_ms > 0
+    assert got.size_bytes == len(mlp_bytes) and got.latency_ms > 0
 
 
 def test_representative_images_are_a_seeded_draw(data: FashionMnist) -> None:
@@ -171,20 +167,20 @@ def test_representative_images_are_a_seeded_draw(data: FashionMnist) -> None:
     assert a.shape == (50, 28, 28) and np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def _fit_epoch(model: ClientModel, data: FashionMnist, n: int) -> None:
+    """One seeded epoch (batch 32) on the first ``n`` training examples."""
+    x, y = data.train.images[:n], data.train.labels[:n]
+    model.fit(x, y, epochs=1, batch_size=32, rng=np.random.default_rng(0))
+
+
 def test_int8_inference_file_is_integer_and_agrees_with_float(
-    data: FashionMnist,
+    data: FashionMnist, mlp_bytes: bytes
 ) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    mlp = ClientModel(cached_model(ModelSpec("mlp")))
+    mlp = ClientModel(mlp_bytes)
     test = data.test
-    mlp.fit(
-        data.train.images[:2000],
-        data.train.labels[:2000],
-        epochs=1,
-        batch_size=32,
-        rng=np.random.default_rng(0),
-    )
+    _fit_epoch(mlp, data, 2000)
     weights = mlp.parameters()
     floating = inference_model("mlp", weights)
     calibration = representative_images(data.train.images, 200, seed=0)
@@ -210,15 +206,11 @@ def _agrees(trainable: ClientModel, inference: bytes, data: FashionMnist) -> Non
     np.testing.assert_allclose(got[key], trainable.predict(x), rtol=1e-4, atol=1e-5)
 
 
-def test_cnn_inference_rebuild_computes_the_trainable_infer(data: FashionMnist) -> None:
-    cnn = ClientModel(cached_model(ModelSpec("cnn")))
-    cnn.fit(
-        data.train.images[:256],
-        data.train.labels[:256],
-        epochs=1,
-        batch_size=32,
-        rng=np.random.default_rng(0),
-    )
+def test_cnn_inference_rebuild_computes_the_trainable_infer(
+    data: FashionMnist, cnn_bytes: bytes
+) -> None:
+    cnn = ClientModel(cnn_bytes)
+    _fit_epoch(cnn, data, 256)
     _agrees(cnn, inference_model("cnn", cnn.parameters()), data)
 
 
@@ -244,28 +236,22 @@ def test_keras_model_inference_rebuild_keeps_batch_norm_state(
     path = tmp_path / "mine.keras"
     model.save(path)
     trainable = ClientModel(from_keras(path))
-    trainable.fit(  # moves the weights and the moving statistics away from init
-        data.train.images[:256],
-        data.train.labels[:256],
-        epochs=1,
-        batch_size=32,
-        rng=np.random.default_rng(0),
-    )
+    # moves the weights and the moving statistics away from init
+    _fit_epoch(trainable, data, 256)
     _agrees(trainable, inference_model(str(path), trainable.parameters()), data)
 
 
 def test_a_run_of_a_foreign_tflite_exports_trainable_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mlp_bytes: bytes
 ) -> None:
     from fedtflite.cli import main
 
-    mlp = cached_model(ModelSpec("mlp"))
-    model = ClientModel(mlp)
+    model = ClientModel(mlp_bytes)
     weights = {
         p.name: w + 1
         for p, w in zip(model.contract.parameters, model.parameters(), strict=True)
     }
-    run_dir = _run_dir(tmp_path / "run", mlp, weights, source="/phone/app.tflite")
+    run_dir = _run_dir(tmp_path / "run", mlp_bytes, weights, source="/phone/app.tflite")
     out = tmp_path / "out.tflite"
     assert main(["export", str(run_dir), "--out", str(out)]) == 0
     assert ClientModel(out).parameters()[0].tobytes() == weights["a0"].tobytes()

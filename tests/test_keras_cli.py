@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 
 from fedtflite.cli import main
-from fedtflite.data import load_fashion_mnist
+from fedtflite.data import FashionMnist
 from fedtflite.models.cache import cached_keras_model
 from fedtflite.runtime import ClientModel
 
 REPO = Path(__file__).resolve().parents[1]
 L = keras.layers
-
-
-def _console(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("fedtflite")
-    command = [exe] if exe else [sys.executable, "-m", "fedtflite.cli"]
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +86,12 @@ def test_build_keras_writes_a_valid_client_model(
 
 
 def test_unsupported_layer_is_one_line_and_exit_2(
-    files: dict[str, Path], tmp_path: Path
+    files: dict[str, Path],
+    tmp_path: Path,
+    console: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     out = tmp_path / "bad.tflite"
-    proc = _console("build", "--keras", str(files["bad"]), "--out", str(out))
+    proc = console("build", "--keras", str(files["bad"]), "--out", str(out))
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -138,9 +133,9 @@ def test_cache_keys_on_the_file_content(files: dict[str, Path], tmp_path: Path) 
 
 
 def test_client_draws_dropout_noise_from_its_own_stream(
-    files: dict[str, Path],
+    files: dict[str, Path], data: FashionMnist
 ) -> None:
-    train = load_fashion_mnist().train
+    train = data.train
     x, y = train.images[:64], train.labels[:64]
 
     def trained(seed: int) -> list[np.ndarray]:

@@ -22,8 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 from ai_edge_litert.interpreter import Interpreter
 
-from fedtflite.data import load_fashion_mnist
-from fedtflite.errors import DataMissingError
 from fedtflite.models import from_keras
 from fedtflite.runtime import ClientModel
 
@@ -279,15 +277,11 @@ def built() -> Callable[[str], Built]:
 
 
 @pytest.fixture(scope="module")
-def batches(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Any, Any]]:
+def batches(
+    train_batches: Callable[[int, int, int], list[tuple[Any, Any]]],
+) -> list[tuple[Any, Any]]:
     """``STEPS + 1`` real training batches of ``BATCH`` rows (images, class ids)."""
-    try:
-        data = load_fashion_mnist(cache_dir=tmp_path_factory.mktemp("fmnist"))
-    except DataMissingError as err:
-        pytest.skip(f"Fashion-MNIST not available: {err}")
-    rng = np.random.default_rng(99)
-    rows = rng.choice(len(data.train.labels), (STEPS + 1, BATCH), replace=False)
-    return [(data.train.images[r], data.train.labels[r]) for r in rows]
+    return train_batches(STEPS + 1, BATCH, 99)
 
 
 def _dropouts(model: Any) -> Iterator[Any]:

@@ -21,8 +21,6 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from fedtflite.data import load_fashion_mnist
-from fedtflite.errors import DataMissingError
 from fedtflite.models.architectures import ARCHITECTURES, init_weights
 from fedtflite.models.build import build_model
 from fedtflite.models.specs import ModelSpec, OptimizerSpec
@@ -59,18 +57,12 @@ def model_bytes() -> Callable[[str, str], bytes]:
 
 
 @pytest.fixture(scope="module")
-def batches(tmp_path_factory: pytest.TempPathFactory) -> list[Batch]:
+def batches(train_batches: Callable[[int, int, int], list[Batch]]) -> list[Batch]:
     """``STEPS + 1`` real training batches of ``BATCH`` rows, labels one-hot."""
-    try:
-        data = load_fashion_mnist(cache_dir=tmp_path_factory.mktemp("fmnist"))
-    except DataMissingError as err:
-        pytest.skip(f"Fashion-MNIST not available: {err}")
-    rng = np.random.default_rng(1234)
-    rows = rng.choice(len(data.train.labels), (STEPS + 1, BATCH), replace=False)
     eye = np.eye(10, dtype=np.float32)
     return [
-        (np.ascontiguousarray(data.train.images[r]), eye[data.train.labels[r]])
-        for r in rows
+        (np.ascontiguousarray(x), eye[y])
+        for x, y in train_batches(STEPS + 1, BATCH, 1234)
     ]
 
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtflite.data import FashionMnist, load_fashion_mnist
-from fedtflite.errors import ConfigError, DataMissingError
-from fedtflite.models.cache import cached_model
-from fedtflite.models.specs import ModelSpec
+from fedtflite.data import FashionMnist
+from fedtflite.errors import ConfigError
 from fedtflite.personalization import (
     PersonalResult,
     choose_clients,
@@ -23,14 +21,6 @@ from fedtflite.personalization import (
 )
 from fedtflite.runtime import ClientModel
 from fedtflite.simulation import load_config
-
-
-@pytest.fixture(scope="module")
-def data() -> FashionMnist:
-    try:
-        return load_fashion_mnist()
-    except DataMissingError as e:
-        pytest.skip(str(e))
 
 
 def _result(cid: int, n: int, before: float, after: float) -> PersonalResult:
@@ -76,9 +66,9 @@ def test_clients_are_a_seeded_sorted_draw_and_zero_means_all() -> None:
 
 
 def test_a_client_starts_from_the_global_model_and_fine_tunes_on_its_data(
-    data: FashionMnist,
+    data: FashionMnist, mlp_bytes: bytes
 ) -> None:
-    model = ClientModel(cached_model(ModelSpec("mlp")))
+    model = ClientModel(mlp_bytes)
     # A "skewed" client: classes 0 and 1 only; the global model: the initial one.
     pick = np.flatnonzero(data.train.labels < 2)[:300]
     images, labels = data.train.images[pick], data.train.labels[pick]
@@ -119,9 +109,9 @@ def test_config_keys_are_validated() -> None:
 
 
 def test_a_client_without_local_test_examples_reports_nan_not_a_crash(
-    data: FashionMnist,
+    data: FashionMnist, mlp_bytes: bytes
 ) -> None:
-    model = ClientModel(cached_model(ModelSpec("mlp")))
+    model = ClientModel(mlp_bytes)
     images, labels = data.train.images[:1], data.train.labels[:1]
     r = personalize_client(
         model,

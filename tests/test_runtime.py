@@ -21,9 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf
 
-from fedtflite.data import FashionMnist, load_fashion_mnist
+from fedtflite.data import FashionMnist
 from fedtflite.errors import (
-    DataMissingError,
     DataShapeError,
     FlexOpsError,
     MissingSignatureError,
@@ -43,24 +42,6 @@ Weights = list[np.ndarray]
 
 
 # -- fixtures ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data() -> FashionMnist:
-    try:
-        return load_fashion_mnist()
-    except DataMissingError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def mlp_bytes() -> bytes:
-    return cached_model(ModelSpec("mlp"))
-
-
-@pytest.fixture(scope="module")
-def cnn_bytes() -> bytes:
-    return cached_model(ModelSpec("cnn"))
 
 
 @pytest.fixture(scope="module")

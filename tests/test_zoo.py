@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
-from fedtflite.data import load_fashion_mnist
+from fedtflite.data import FashionMnist
 from fedtflite.models.architectures import ARCHITECTURES, init_weights
 from fedtflite.models.build import build_model
 from fedtflite.models.keras_reader import read_keras
@@ -41,7 +41,9 @@ def test_architecture_table_matches_the_keras_definition(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "values"), [("2nn", 199_210), ("fedavg-cnn", 1_663_370)]
 )
-def test_fedavg_paper_models_train_like_keras(name: str, values: int) -> None:
+def test_fedavg_paper_models_train_like_keras(
+    name: str, values: int, data: FashionMnist
+) -> None:
     """Adam's update is the same in both (no momentum form to differ)."""
     spec = ModelSpec(name, OptimizerSpec("adam", 1e-3), seed=5)
     lite = ClientModel(build_model(spec))
@@ -58,7 +60,7 @@ def test_fedavg_paper_models_train_like_keras(name: str, values: int) -> None:
     reference.set_weights(initial)
     for a, b in zip(lite.parameters(), initial, strict=True):
         np.testing.assert_array_equal(a, b)
-    train = load_fashion_mnist().train
+    train = data.train
     for step in range(STEPS):
         rows = slice(32 * step, 32 * (step + 1))
         x, y = train.images[rows], train.labels[rows]

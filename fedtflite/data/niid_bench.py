@@ -35,7 +35,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from fedtflite.errors import PartitionError
+from fedtflite.errors import PartitionError, invalid_value
 
 __all__ = [
     "MIN_REQUIRE_SIZE",
@@ -100,9 +100,13 @@ def niid_bench_labeldir(
     while min_size < MIN_REQUIRE_SIZE:
         if draws == MAX_REDRAWS:
             raise PartitionError(
-                f"partitioner=niid-bench-labeldir: no draw of {MAX_REDRAWS} gave each "
-                f"of num-clients={num_parties} at least {MIN_REQUIRE_SIZE} examples "
-                f"with alpha={beta}; use fewer clients or a larger alpha"
+                invalid_value(
+                    "num-clients",
+                    num_parties,
+                    f"fewer clients or a larger alpha (now {beta}) for partitioner = "
+                    f"'niid-bench-labeldir': no draw of {MAX_REDRAWS} gave every "
+                    f"client at least {MIN_REQUIRE_SIZE} examples",
+                )
             )
         draws += 1
         idx_batch = [[] for _ in range(num_parties)]
@@ -180,9 +184,13 @@ def niid_bench_label(
     unheld = [k for k in range(num_classes) if times[k] == 0]
     if unheld:
         raise PartitionError(
-            f"partitioner=niid-bench-label: with num-clients={num_parties} and "
-            f"classes-per-client={classes_per_party} no client holds class(es) "
-            f"{unheld} for seed={seed}; use at least {num_classes} clients"
+            invalid_value(
+                "num-clients",
+                num_parties,
+                f"at least {num_classes} clients for partitioner = "
+                f"'niid-bench-label' with classes-per-client = {classes_per_party}: "
+                f"no client holds class(es) {unheld} (seed = {seed})",
+            )
         )
     for k in range(num_classes):
         idx_k = np.where(labels == k)[0]

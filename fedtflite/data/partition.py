@@ -263,16 +263,25 @@ def partition_indices(
     except (ValueError, TypeError) as err:
         reason = " ".join(str(err).split())
         raise PartitionError(
-            f"partitioner={spec.kind} with num-clients={spec.num_clients}: "
-            f"flwr-datasets rejected the settings: {reason} (try fewer num-clients, "
-            "a larger alpha or a smaller min-partition-size)"
+            invalid_value(
+                "partitioner",
+                spec.kind,
+                f"settings flwr-datasets accepts with num-clients = "
+                f"{spec.num_clients}; it rejected them: {reason} (try fewer "
+                "num-clients, a larger alpha or a smaller min-partition-size)",
+            )
         ) from err
     for client, part in enumerate(parts):
         if part.size == 0:
             raise PartitionError(
-                f"client {client} of num-clients={spec.num_clients} got no example "
-                f"with partitioner={spec.kind}; use fewer num-clients, a larger "
-                "alpha, min-partition-size >= 1 (dirichlet), or partitioner=shard"
+                invalid_value(
+                    "num-clients",
+                    spec.num_clients,
+                    f"clients that each get an example with partitioner = "
+                    f"{spec.kind!r}, but client {client} got none; use fewer "
+                    "num-clients, a larger alpha, min-partition-size >= 1 "
+                    "(dirichlet), or partitioner = 'shard'",
+                )
             )
     return parts
 

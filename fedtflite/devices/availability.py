@@ -39,7 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from fedtflite.devices.tracefiles import load_behave_trace
-from fedtflite.errors import ConfigError
+from fedtflite.errors import ConfigError, invalid_value
 
 __all__ = [
     "AlwaysOnline",
@@ -305,11 +305,12 @@ class AvailabilitySpec:
     path: str = ""
 
 
-_VALID = (
-    "expected always, bernoulli:P (0 < P <= 1), diurnal, "
+_EXPECTED = (
+    "always, bernoulli:P (0 < P <= 1), diurnal, "
     "diurnal:hours=H,center=H,spread=H,period=S, or the path of a FedScale "
     "client_behave_trace file"
 )
+"""What an ``availability`` value may be (the tail of its error message)."""
 
 
 def parse_availability(value: str) -> AvailabilitySpec:
@@ -322,8 +323,8 @@ def parse_availability(value: str) -> AvailabilitySpec:
     """
     text = value.strip()
 
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"availability = {value!r} is not valid: {why}")
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(invalid_value("availability", value, expected))
 
     if text == "always":
         return AvailabilitySpec("always")
@@ -331,9 +332,9 @@ def parse_availability(value: str) -> AvailabilitySpec:
         try:
             p = float(text[len("bernoulli:") :])
         except ValueError:
-            raise bad(_VALID) from None
+            raise bad(_EXPECTED) from None
         if not 0 < p <= 1:
-            raise bad(f"probability {p:g}; expected 0 < P <= 1")
+            raise bad(f"a probability 0 < P <= 1, not {p:g}")
         return AvailabilitySpec("bernoulli", p=p)
     if text == "diurnal" or text.startswith("diurnal:"):
         params = dict(_DIURNAL_DEFAULTS)
@@ -343,25 +344,23 @@ def parse_availability(value: str) -> AvailabilitySpec:
             name = name.strip()
             if name not in _DIURNAL_DEFAULTS:
                 raise bad(
-                    f"unknown diurnal parameter {name!r}; expected "
-                    f"{', '.join(_DIURNAL_DEFAULTS)}"
+                    f"diurnal parameters among {', '.join(_DIURNAL_DEFAULTS)} "
+                    f"({name!r} is unknown)"
                 )
             try:
                 params[name] = float(raw)
             except ValueError:
-                raise bad(
-                    f"diurnal {name} = {raw.strip()!r}; expected a number"
-                ) from None
+                raise bad(f"a number as diurnal {name}, not {raw.strip()!r}") from None
         if not (0 < params["period"] < math.inf):
-            raise bad("diurnal period must be > 0 seconds")
+            raise bad("a diurnal period > 0 seconds")
         if not 0 < params["hours"] * 3600 <= params["period"]:
-            raise bad("diurnal hours must be > 0 and fit in the period")
+            raise bad("diurnal hours > 0 that fit in the period")
         if not (params["spread"] >= 0 and math.isfinite(params["center"])):
-            raise bad("diurnal spread must be >= 0 and center finite")
+            raise bad("a diurnal spread >= 0 and a finite center")
         return AvailabilitySpec("diurnal", diurnal=tuple(params.items()))
     if text and Path(text).is_file():
         return AvailabilitySpec("file", path=text)
-    raise bad(_VALID)
+    raise bad(_EXPECTED)
 
 
 def make_availability(
@@ -382,4 +381,8 @@ def make_availability(
         return diurnal_schedule(num_clients, seed, **dict(spec.diurnal))
     if spec.kind == "file":
         return trace_schedule(spec.path, num_clients)
-    raise ConfigError(f"availability kind {spec.kind!r} is unknown")
+    raise ConfigError(
+        invalid_value(
+            "availability kind", spec.kind, "always, bernoulli, diurnal, file"
+        )
+    )

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtflite.devices.tracefiles import load_device_file
-from fedtflite.errors import ConfigError
+from fedtflite.errors import ConfigError, invalid_value
 
 __all__ = [
     "LOGNORMAL",
@@ -124,6 +124,11 @@ PHONE_TIERS: dict[str, Tier] = {
 """The named tiers of ``devices = "tiers"`` (illustrative, see the module docstring)."""
 
 _KINDS = ("none", "lognormal", "tiers")
+_EXPECTED = (
+    "none, lognormal, tiers, tiers:high=S,mid=S,low=S (shares summing to 1) or "
+    "the path of a device CSV / FedScale client_device_capacity file"
+)
+"""What a ``devices`` value may be (the tail of its error message)."""
 
 
 @dataclass(frozen=True)
@@ -154,19 +159,14 @@ def parse_devices(value: str) -> DeviceSpec:
         Not a known source, bad tier shares, or no such file.
     """
     text = value.strip()
-    valid = (
-        "expected none, lognormal, tiers, tiers:high=S,mid=S,low=S (shares "
-        "summing to 1) or the path of a device CSV / FedScale "
-        "client_device_capacity file"
-    )
     if text in ("none", "lognormal"):
         return DeviceSpec(text)
     if text == "tiers":
         return DeviceSpec("tiers", shares=_default_shares())
     if text.startswith("tiers:"):
-        return DeviceSpec("tiers", shares=_parse_shares(value, text[6:], valid))
+        return DeviceSpec("tiers", shares=_parse_shares(value, text[6:]))
     if not text or not Path(text).is_file():
-        raise ConfigError(f"devices = {value!r} is not valid: {valid}")
+        raise ConfigError(invalid_value("devices", value, _EXPECTED))
     return DeviceSpec("file", path=text)
 
 
@@ -174,7 +174,7 @@ def _default_shares() -> tuple[tuple[str, float], ...]:
     return tuple((name, tier.share) for name, tier in PHONE_TIERS.items())
 
 
-def _parse_shares(value: str, body: str, valid: str) -> tuple[tuple[str, float], ...]:
+def _parse_shares(value: str, body: str) -> tuple[tuple[str, float], ...]:
     shares: dict[str, float] = {}
     for item in body.split(","):
         name, sep, raw = item.partition("=")
@@ -185,21 +185,30 @@ def _parse_shares(value: str, body: str, valid: str) -> tuple[tuple[str, float],
             share = math.nan
         if name not in PHONE_TIERS or name in shares:
             raise ConfigError(
-                f"devices = {value!r} is not valid: tier {name!r} "
-                f"{'repeats' if name in shares else 'is unknown'}; tiers are "
-                f"{', '.join(PHONE_TIERS)}"
+                invalid_value(
+                    "devices",
+                    value,
+                    f"each of the tiers {', '.join(PHONE_TIERS)} at most once "
+                    f"(tier {name!r} {'repeats' if name in shares else 'is unknown'})",
+                )
             )
         if not (math.isfinite(share) and share >= 0):
             raise ConfigError(
-                f"devices = {value!r} is not valid: share of {name!r} is "
-                f"{raw.strip()!r}; expected a number >= 0 ({valid})"
+                invalid_value(
+                    "devices",
+                    value,
+                    f"a number >= 0 as the share of {name!r}, not "
+                    f"{raw.strip()!r} (tiers:high=S,mid=S,low=S, shares summing "
+                    "to 1)",
+                )
             )
         shares[name] = share
     total = sum(shares.values())
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(
-            f"devices = {value!r} is not valid: tier shares sum to {total:g}; "
-            "expected 1"
+            invalid_value(
+                "devices", value, f"tier shares summing to 1, not to {total:g}"
+            )
         )
     return tuple(shares.items())
 
@@ -285,7 +294,9 @@ def make_profiles(spec: DeviceSpec, num_clients: int, seed: int) -> DeviceProfil
             table.upload_kbps[rows],
             label=tuple(f"row {r}" for r in rows.tolist()),
         )
-    raise ConfigError(f"devices kind {spec.kind!r} is not one of {_KINDS} or file")
+    raise ConfigError(
+        invalid_value("devices kind", spec.kind, f"one of {', '.join(_KINDS)}, file")
+    )
 
 
 def _exact_counts(shares: list[float], n: int) -> np.ndarray:

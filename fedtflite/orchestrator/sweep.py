@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedtflite.errors import CheckpointError, ConfigError
+from fedtflite.errors import CheckpointError, ConfigError, invalid_value
 from fedtflite.report import figure, save_figure
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, resume_point
 from fedtflite.simulation.config import (
@@ -270,7 +270,7 @@ def run_sweep(
     if len(set(names)) != len(names):
         raise ConfigError(f"sweep cells need unique names, got {names}")
     if jobs < 1:
-        raise ConfigError(f"jobs = {jobs} is not valid: expected >= 1")
+        raise ConfigError(invalid_value("jobs", jobs, ">= 1"))
     configs = {c.name: _cell_config(base, c) for c in cells}  # all checked up front
     todo = []
     for cell in cells:

@@ -30,7 +30,13 @@ from fedtflite.devices.availability import parse_availability
 from fedtflite.devices.profiles import parse_devices
 from fedtflite.devices.rounds import STRAGGLER_POLICIES
 from fedtflite.errors import ConfigError, invalid_value
-from fedtflite.models.specs import DEFAULT_LEARNING_RATE, ModelSpec, OptimizerSpec
+from fedtflite.models.architectures import ARCHITECTURES
+from fedtflite.models.specs import (
+    DEFAULT_LEARNING_RATE,
+    ModelSpec,
+    OptimizerSpec,
+    check_batch_size,
+)
 from fedtflite.simulation.strategy_registry import STRATEGIES
 
 __all__ = [
@@ -229,6 +235,45 @@ class SimulationConfig:
             min_partition_size=self.min_partition_size,
         )
 
+    def model_spec(
+        self, *, proximal: bool = False, scaffold: bool = False
+    ) -> ModelSpec:
+        """The build of the named architecture these settings describe.
+
+        A model file (``.tflite``, ``.keras``) stands in as the default
+        architecture, so that the optimizer keys are checked all the same (the
+        file's reader checks the file). The `train` batch is ``batch-size`` on an
+        architecture that needs a static one, else dynamic.
+
+        Parameters
+        ----------
+        proximal, scaffold : bool
+            The strategy's build flags (:attr:`ModelSpec.proximal`, ``scaffold``).
+
+        Raises
+        ------
+        ConfigError
+            A bad ``model``, ``optimizer``, ``learning-rate``, ``momentum``,
+            ``weight-decay``, ``weight-init`` or ``batch-size``.
+        """
+        is_file = self.model.endswith((".tflite", ".keras"))
+        architecture = ModelSpec.architecture if is_file else self.model
+        arch = ARCHITECTURES.get(architecture)
+        return ModelSpec(
+            architecture=architecture,
+            optimizer=OptimizerSpec(
+                name=self.optimizer,
+                learning_rate=self.learning_rate,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            ),
+            seed=self.seed,
+            weight_init=self.weight_init,
+            batch_size=self.batch_size if arch and arch.needs_static_batch else None,
+            proximal=proximal,
+            scaffold=scaffold,
+        )
+
     def to_mapping(self) -> dict[str, Any]:
         """The config as ``{kebab-key: value}``."""
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
@@ -240,24 +285,6 @@ _FIELDS = {f.name.replace("_", "-"): f for f in fields(SimulationConfig)}
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(invalid_value(key, value, expected))
-
-
-def _model_spec(c: SimulationConfig) -> ModelSpec:
-    """The model settings as :class:`ModelSpec` checks them (a model file stands
-    in as the default architecture: its reader checks the file)."""
-    is_file = c.model.endswith((".tflite", ".keras"))
-    return ModelSpec(
-        architecture=ModelSpec.architecture if is_file else c.model,
-        optimizer=OptimizerSpec(
-            name=c.optimizer,
-            learning_rate=c.learning_rate,
-            momentum=c.momentum,
-            weight_decay=c.weight_decay,
-        ),
-        seed=c.seed,
-        weight_init=c.weight_init,
-        batch_size=c.batch_size,
-    )
 
 
 _KIND_NAMES: dict[type, str] = {float: "a number", bool: "true or false"}
@@ -280,7 +307,8 @@ def _validate(c: SimulationConfig) -> None:
             _check(math.isfinite(v), key, v, "a finite number")
     # The partition's and the model's facts are their specs' (one place each).
     c.partition_spec()
-    _model_spec(c)
+    c.model_spec()
+    check_batch_size(c.batch_size)  # also for a dynamic batch or a model file
     _check(c.num_rounds >= 1, "num-rounds", c.num_rounds, ">= 1")
     _check(c.evaluate_every >= 1, "evaluate-every", c.evaluate_every, ">= 1")
     for key in ("fraction-train", "fraction-evaluate"):

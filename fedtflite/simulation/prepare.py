@@ -26,10 +26,14 @@ from fedtflite.data import (
 )
 from fedtflite.data.partition_file import cached_partition, save_partition
 from fedtflite.devices import RoundPlanner, cached_step_seconds, make_planner
-from fedtflite.errors import ConfigError, DataShapeError, NonFiniteError
+from fedtflite.errors import (
+    ConfigError,
+    DataShapeError,
+    NonFiniteError,
+    invalid_value,
+)
 from fedtflite.models.architectures import ARCHITECTURES
 from fedtflite.models.cache import cached_keras_model, cached_model
-from fedtflite.models.specs import ModelSpec, OptimizerSpec
 from fedtflite.protocol.settings import ClientSettings
 from fedtflite.rundir import RunDirLock, lock_run_dir
 from fedtflite.runtime import ClientModel
@@ -142,30 +146,16 @@ def resolve_model(config: SimulationConfig) -> bytes:
     """
     proximal, scaffold = _build_flags(config)
     if config.model in ARCHITECTURES:
-        spec = ModelSpec(
-            architecture=config.model,
-            optimizer=OptimizerSpec(
-                name=config.optimizer,
-                learning_rate=config.learning_rate,
-                momentum=config.momentum,
-                weight_decay=config.weight_decay,
-            ),
-            seed=config.seed,
-            weight_init=config.weight_init,
-            batch_size=(
-                config.batch_size
-                if ARCHITECTURES[config.model].needs_static_batch
-                else None
-            ),
-            proximal=proximal,
-            scaffold=scaffold,
-        )
-        return cached_model(spec)
+        return cached_model(config.model_spec(proximal=proximal, scaffold=scaffold))
     path = Path(config.model)
     if not path.is_file():
         raise ConfigError(
-            f"model = {config.model!r}: no such file "
-            f"(or use {', '.join(ARCHITECTURES)})"
+            invalid_value(
+                "model",
+                config.model,
+                f"{', '.join(ARCHITECTURES)} or the path of a .tflite or .keras "
+                "file (there is no such file)",
+            )
         )
     if path.suffix == ".keras":
         return cached_keras_model(
@@ -355,8 +345,12 @@ def _devices(
             seconds = cached_step_seconds(probe, config.batch_size)
         except NonFiniteError as e:
             raise ConfigError(
-                f"step-seconds = 0 measures a train step, which failed ({e}); "
-                "pin it, e.g. step-seconds = 0.002"
+                invalid_value(
+                    "step-seconds",
+                    config.step_seconds,
+                    "seconds > 0 here, e.g. step-seconds = 0.002: 0 measures a "
+                    f"train step, which failed ({e})",
+                )
             ) from None
     config = replace(config, step_seconds=seconds)
     frac = config.client_test_fraction

@@ -47,8 +47,9 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["num-clients=10000", "min-partition-size=0"],
-            r"^error: client \d+ of num-clients=10000 got no example with "
-            r"partitioner=dirichlet; use fewer num-clients",
+            r"^error: num-clients = 10000 is not valid: expected clients that each "
+            r"get an example with partitioner = 'dirichlet', but client \d+ got "
+            r"none; use fewer num-clients",
         ),
         (
             ["num-clients=10000", "min-partition-size=10"],
@@ -83,7 +84,9 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         (["q=-1"], r"^error: q = -1\.0 is not valid: expected >= 0"),
         (
             ["model=nowhere.tflite"],
-            r"^error: model = 'nowhere\.tflite': no such file",
+            r"^error: model = 'nowhere\.tflite' is not valid: expected mlp, cnn, "
+            r"2nn, fedavg-cnn or the path of a \.tflite or \.keras file \(there is "
+            r"no such file\)$",
         ),
         (
             ["devices=fast"],
@@ -95,7 +98,8 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             ["availability='bernoulli:1.5'"],
-            r"^error: availability = 'bernoulli:1\.5' is not valid: probability",
+            r"^error: availability = 'bernoulli:1\.5' is not valid: expected a "
+            r"probability 0 < P <= 1, not 1\.5$",
         ),
         (
             ["over-commit=0.5"],
@@ -261,3 +265,27 @@ def test_a_bad_device_file_fails_in_one_line_before_ray(
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert re.search(message, err, re.IGNORECASE), err
+
+
+def test_a_step_that_cannot_be_measured_asks_to_pin_step_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedtflite.simulation.prepare as prepare_module
+    from fedtflite.errors import NonFiniteError
+
+    def diverging(*args: object, **kwargs: object) -> float:
+        raise NonFiniteError("the loss is nan")
+
+    monkeypatch.setattr(prepare_module, "cached_step_seconds", diverging)
+
+    code = main(
+        ["simulate", "--out", str(tmp_path / "run"), "--set", "devices=lognormal"]
+    )
+
+    _one_line(
+        code,
+        capsys.readouterr().err,
+        r"^error: step-seconds = 0\.0 is not valid: expected seconds > 0 here, e\.g\. "
+        r"step-seconds = 0\.002: 0 measures a train step, which failed \(the loss "
+        r"is nan\)$",
+    )

@@ -145,15 +145,15 @@ def test_a_deadline_favours_the_fast_half(
     config = _half_slow_config(small_config, half_slow, "drop")
     run_dir = _in_process(config, tmp_path / "drop", in_process_grid)
     parts = _participation(run_dir)
-    fast = sum(
-        int(p["rounds_aggregated"]) for p in parts if p["compute_factor"] == "1.0"
-    )
-    slow = sum(
-        int(p["rounds_aggregated"]) for p in parts if p["compute_factor"] == "10.0"
-    )
-    sampled_slow = sum(
-        int(p["rounds_sampled"]) for p in parts if p["compute_factor"] == "10.0"
-    )
+
+    def total(column: str, compute_factor: str) -> int:
+        return sum(
+            int(p[column]) for p in parts if p["compute_factor"] == compute_factor
+        )
+
+    fast = total("rounds_aggregated", "1.0")
+    slow = total("rounds_aggregated", "10.0")
+    sampled_slow = total("rounds_sampled", "10.0")
     assert sampled_slow > 0 and slow == 0 and fast >= 8
     rows = read_history(run_dir / "history.csv")
     assert sum(r.clients_straggled for r in rows) == sampled_slow
