@@ -43,7 +43,7 @@ from fedtflite.protocol.replies import (
     step_budgets,
 )
 from fedtflite.protocol.settings import ClientSettings
-from fedtflite.runtime import PLAN_ROWS, StagedWeights
+from fedtflite.runtime import StagedWeights
 
 __all__ = ["app"]
 
@@ -87,8 +87,10 @@ def _setup(msg: Message) -> tuple[Worker, ConfigRecord, list[int], StagedWeights
     return worker, config, [int(c) for c in cohort], worker.model.stage(weights)
 
 
-_AHEAD_CLIENTS = 32
-"""Most clients a worker prepares before running them (see :class:`_Cohort`)."""
+AHEAD_BYTES = 2 << 20
+AHEAD_CLIENTS = 32
+"""A worker prepares clients ahead until their inputs hold this many bytes
+(about what a core's cache keeps) or this many clients (see :class:`_Cohort`)."""
 
 
 class _Cohort:
@@ -98,8 +100,8 @@ class _Cohort:
     (:meth:`run_prepared`): their Python and numpy work back to back, then their
     ``Invoke``s with little in between, which saves ~100 us a small client (the
     interpreter's calls evict what the Python work needs from the caches). At
-    most :data:`~fedtflite.runtime.PLAN_ROWS` rows (or
-    :data:`_AHEAD_CLIENTS` clients) are prepared ahead.
+    most :data:`AHEAD_BYTES` of inputs (or :data:`AHEAD_CLIENTS` clients) are
+    prepared ahead.
     """
 
     def __init__(self, cohort: list[int]):
@@ -148,9 +150,9 @@ class _Cohort:
             prepared = self._attempt(cid, prepare, cid)
             if prepared is not None:
                 ready.append(prepared)
-                held += prepared.plan.rows_held
+                held += prepared.plan.bytes_held
             last = k == len(self.cohort) - 1
-            if last or held >= PLAN_ROWS or len(ready) >= _AHEAD_CLIENTS:
+            if last or held >= AHEAD_BYTES or len(ready) >= AHEAD_CLIENTS:
                 for p in ready:
                     result = self._attempt(p.client_id, client, p)
                     if result is not None:
@@ -192,8 +194,13 @@ def train(msg: Message, context: Context) -> Message:
         )
 
     def client(prepared: PreparedClient) -> ClientUpdate:
+        # views: each update is added to the reply before the next client runs
         return worker.run_prepared(
-            prepared, global_weights, proximal_mu=proximal_mu, control=control
+            prepared,
+            global_weights,
+            proximal_mu=proximal_mu,
+            control=control,
+            copy_weights=False,
         )
 
     reply = TrainReplyEncoder(names, per_client)

@@ -171,7 +171,8 @@ class Worker:
             A client without training data, data that do not fit the model.
         """
         s = self.settings
-        images, labels = self.train_data(client_id)
+        train, _ = self._split(client_id)
+        images, labels = self._images[train], self._labels[train]  # as stored
         if not len(labels):
             raise PartitionError(
                 f"client {client_id} holds no training example; it cannot train"
@@ -183,6 +184,7 @@ class Worker:
             batch_size=s.batch_size,
             rng=self.rng(client_id, server_round),
             max_steps=max_steps,
+            convert=to_float,  # only the rows gathered, once
         )
         return PreparedClient(client_id, server_round, plan)
 
@@ -230,9 +232,13 @@ class Worker:
         *,
         proximal_mu: float | None = None,
         control: Sequence[np.ndarray] | None = None,
+        copy_weights: bool = True,
     ) -> ClientUpdate:
         """Run a client from :meth:`prepare`: ``restore``, its ``train`` steps,
-        ``parameters`` (arguments as :meth:`train`'s).
+        ``parameters`` (arguments as :meth:`train`'s). ``copy_weights=False``:
+        the update's weights are views of the interpreter's outputs, valid only
+        until this worker runs its next client (for a caller that adds them to
+        a reply at once).
 
         Raises
         ------
@@ -252,7 +258,7 @@ class Worker:
             c_i = self._state.load(client_id, control, server_round)
             model.set_correction([c - ci for c, ci in zip(control, c_i, strict=True)])
         fit = model.run_plan(client.plan)
-        weights = model.parameters(check_finite=True)
+        weights = model.parameters(check_finite=True, copy=copy_weights)
         seconds = time.perf_counter() - start + client.plan.seconds
         delta = None
         if control is not None and c_i is not None:

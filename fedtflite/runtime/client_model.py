@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,11 +129,11 @@ class TrainPlan:
     seconds: float = 0.0
 
     @property
-    def rows_held(self) -> int:
-        """Rows of input the plan holds (0 for one that makes them as it runs)."""
+    def bytes_held(self) -> int:
+        """Bytes of input the plan holds (0 for one that makes them as it runs)."""
         if not isinstance(self.steps, tuple):
             return 0
-        return sum(len(feed["x"]) for feed, _, _ in self.steps)
+        return sum(a.nbytes for feed, _, _ in self.steps for a in feed.values())
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,6 +224,25 @@ class _Runner:
         w.Invoke(self._subgraph)
         return w.GetTensor(self._output_index[output], self._subgraph)
 
+    def outputs(self, names: Sequence[str], *, copy: bool = True) -> list[np.ndarray]:
+        """``Invoke`` a signature without inputs; its outputs ``names``: copies,
+        or (``copy=False``) read-only views valid until this runner's next call."""
+        w = self._wrapper
+        if w is None:  # pragma: no cover - another LiteRT version
+            out = self._plain()
+            return [out[n] for n in names]
+        if not self._allocated:
+            self._set({})
+        sub = self._subgraph
+        w.Invoke(sub)
+        index = self._output_index
+        if copy:
+            return [w.GetTensor(index[n], sub) for n in names]
+        views = [w.tensor(w, index[n], sub) for n in names]
+        for v in views:
+            v.flags.writeable = False
+        return views
+
     def invoke(self) -> None:
         """``Invoke`` on the inputs the tensors hold (the last call's)."""
         if self._wrapper is None:  # pragma: no cover - another LiteRT version
@@ -309,23 +328,33 @@ class ClientModel:
         self._names = [p.name for p in self.contract.parameters]
         self._restored: tuple[StagedWeights, int] | None = None
         self._masks: dict[int, np.ndarray] = {}
-        self._lr_value: tuple[float, np.ndarray] | None = None
+        self._lr_value: tuple[float, int] | None = None
         c = self.contract
         # one-hot rows by class id, built once (a client's labels index it)
         self._one_hot = np.eye(c.num_classes, dtype=np.float32)
 
     # -- weights ---------------------------------------------------------------
 
-    def parameters(self, *, check_finite: bool = False) -> list[np.ndarray]:
-        """Every weight (copies), in order ``a0, a1, ...``.
+    def parameters(
+        self, *, check_finite: bool = False, copy: bool = True
+    ) -> list[np.ndarray]:
+        """Every weight, in order ``a0, a1, ...``.
+
+        Parameters
+        ----------
+        check_finite : bool, default False
+            Raise when a weight holds NaN or inf.
+        copy : bool, default True
+            Copies. False: read-only views of the interpreter's output tensors,
+            valid only until the next call on this model (a 400 KB copy less
+            per ``mlp`` client, for a caller that reads them at once).
 
         Raises
         ------
         NonFiniteError
             With ``check_finite``, when a weight holds NaN or inf.
         """
-        out = self._parameters()
-        weights = [out[n] for n in self._names]
+        weights = self._parameters.outputs(self._names, copy=copy)
         if check_finite:
             # a NaN or inf anywhere makes the dot product non-finite (one BLAS
             # pass, no mask array); large finite weights can overflow it, so
@@ -413,9 +442,12 @@ class ClientModel:
                 f"{self.contract.source}: has no set_learning_rate signature; its "
                 "learning rate is fixed in the file (leave learning-rate unset)"
             )
-        if self._lr_value is None or self._lr_value[0] != lr:
-            self._lr_value = (lr, np.asarray(lr, np.float32))
-        self._set_lr(lr=self._lr_value[1])
+        runner = self._set_lr
+        if self._lr_value == (lr, runner.allocations):
+            runner.invoke()  # its input tensor still holds ``lr``
+            return
+        runner(lr=np.asarray(lr, np.float32))
+        self._lr_value = (lr, runner.allocations)
 
     def _knob(self, signature: str, purpose: str) -> Any:
         if signature not in self.contract.extra_signatures:
@@ -457,7 +489,7 @@ class ClientModel:
 
     # -- data ------------------------------------------------------------------
 
-    def _images(self, images: np.ndarray) -> np.ndarray:
+    def _images(self, images: np.ndarray, *, dtype: Any = np.float32) -> np.ndarray:
         c = self.contract
         images = np.asarray(images)
         n = images.shape[0] if images.ndim else 0
@@ -467,10 +499,10 @@ class ClientModel:
                 f"{c.source}: images of shape {list(images.shape)} do not fit input x "
                 f"[B,{','.join(map(str, c.image_shape))}] (784 pixels per example)"
             )
-        if images.dtype != np.float32:
+        if images.dtype != dtype:
+            expected = "float32 in [0, 1]" if dtype == np.float32 else np.dtype(dtype)
             raise DataShapeError(
-                f"{c.source}: images are {images.dtype.name}; "
-                "expected float32 in [0, 1]"
+                f"{c.source}: images are {images.dtype.name}; expected {expected}"
             )
         return images.reshape((n, *c.image_shape))
 
@@ -565,16 +597,24 @@ class ClientModel:
         batch_size: int,
         rng: np.random.Generator,
         max_steps: int | None = None,
+        convert: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> TrainPlan:
         """:meth:`fit`'s steps, their inputs gathered now (see :class:`TrainPlan`).
 
         Parameters and errors are :meth:`fit`'s (but for the non-finite loss,
         which :meth:`run_plan` raises). Every draw from ``rng`` is made here, in
         :meth:`fit`'s order, so a plan run later trains exactly as :meth:`fit`.
+        ``convert`` (e.g. :func:`fedtflite.data.to_float`) makes the float32
+        images of stored ones (e.g. uint8 pixels) after each epoch's gather, so
+        only the rows a step needs are converted, once (element-wise: the same
+        values as converting first).
         """
         start = time.perf_counter()
         c = self.contract
-        x_all = self._images(images)
+        if convert is None:
+            x_all = self._images(images)
+        else:
+            x_all = self._images(images, dtype=np.asarray(images).dtype)
         n = x_all.shape[0]
         y_all = self._labels(labels, n)
         if c.train_batch is not None and batch_size != c.train_batch:
@@ -591,7 +631,7 @@ class ClientModel:
             raise DataShapeError(f"max_steps must be >= 0, got {max_steps}")
         budget = math.inf if max_steps is None else max_steps
         steps: Iterable[_Step] = self._steps(
-            x_all, y_all, epochs, batch_size, rng, budget
+            x_all, y_all, epochs, batch_size, rng, budget, convert
         )
         if epochs * n <= PLAN_ROWS:
             steps = tuple(steps)
@@ -632,6 +672,7 @@ class ClientModel:
         batch_size: int,
         rng: np.random.Generator,
         budget: float,
+        convert: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> Iterator[_Step]:
         """The steps of :meth:`fit`, in order, drawing from ``rng`` as they go."""
         n = x_all.shape[0]
@@ -643,27 +684,27 @@ class ClientModel:
             # the epoch's examples in shuffled order, gathered at once: every
             # full batch is then a contiguous slice of them
             x_epoch = np.take(x_all, order, axis=0)
+            if convert is not None:
+                x_epoch = convert(x_epoch)
             y_epoch = np.take(y_all, order, axis=0)
             for s in range(0, n, batch_size):
                 if steps >= budget:
                     return
                 real = min(batch_size, n - s)
-                feed = self._step(x_all, y_all, x_epoch, y_epoch, s, real, order, rng)
+                feed = self._step(x_epoch, y_epoch, s, real, rng)
                 yield feed, real, epoch
                 steps += 1
 
     def _step(
         self,
-        x_all: np.ndarray,
-        y_all: np.ndarray,
         x_epoch: np.ndarray,
         y_epoch: np.ndarray,
         s: int,
         real: int,
-        order: np.ndarray,
         rng: np.random.Generator,
     ) -> dict[str, np.ndarray]:
-        """One step's ``train`` inputs: rows ``s : s + real`` of the epoch's order.
+        """One step's ``train`` inputs: rows ``s : s + real`` of the epoch's
+        examples in shuffled order.
 
         A fixed-batch model's partial batch is zero-padded and masked out when
         the model has a ``mask``, else filled with the epoch's first examples.
@@ -677,16 +718,19 @@ class ClientModel:
             if c.has_mask:
                 feed["mask"] = self._ones(rows)
         elif c.has_mask:  # zero padding, masked out
-            x = np.zeros((rows, *x_all.shape[1:]), x_all.dtype)
-            y = np.zeros((rows, *y_all.shape[1:]), y_all.dtype)
+            x = np.zeros((rows, *x_epoch.shape[1:]), x_epoch.dtype)
+            y = np.zeros((rows, *y_epoch.shape[1:]), y_epoch.dtype)
             x[:real] = x_epoch[s : s + real]
             y[:real] = y_epoch[s : s + real]
             mask = np.zeros(rows, np.float32)
             mask[:real] = 1
             feed = {"x": x, "y": y, "mask": mask}
         else:  # filled with the epoch's first examples
-            idx = np.concatenate([order[s : s + real], np.resize(order, rows - real)])
-            feed = {"x": x_all[idx], "y": y_all[idx]}
+            n = len(x_epoch)
+            idx = np.concatenate(
+                [np.arange(s, s + real), np.resize(np.arange(n), rows - real)]
+            )
+            feed = {"x": x_epoch[idx], "y": y_epoch[idx]}
         for t in c.noise:  # fresh uniform draws per step (dropout masks)
             shape = (rows if t.shape[0] < 0 else t.shape[0], *t.shape[1:])
             feed[t.name] = rng.random(shape, dtype=np.float32)

@@ -8,8 +8,10 @@ per-client updates.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 import clients.worker as worker_module
 from clients.client_app import evaluate, train
-from clients.worker import Worker
+from clients.worker import PreparedClient, Worker
 from fedtflite.errors import ConfigError
 from fedtflite.protocol import keys
 from fedtflite.runtime import ClientModel
@@ -49,17 +51,20 @@ def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def one_bad_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Client ``BAD``'s training images hold NaN, so its loss is NaN."""
-    real = Worker.train_data
+    real = Worker.prepare
 
-    def train_data(self: Worker, client_id: int) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = real(self, client_id)
+    def prepare(self: Worker, client_id: int, *args: Any, **kw: Any) -> PreparedClient:
+        prepared = real(self, client_id, *args, **kw)
         if client_id != BAD:
-            return images, labels
-        images = images.copy()
-        images[:, 0, 0] = np.nan
-        return images, labels
+            return prepared
+        steps = tuple(
+            ({**feed, "x": np.full_like(feed["x"], np.nan)}, rows, epoch)
+            for feed, rows, epoch in prepared.plan.steps
+        )
+        plan = dataclasses.replace(prepared.plan, steps=steps)
+        return dataclasses.replace(prepared, plan=plan)
 
-    monkeypatch.setattr(Worker, "train_data", train_data)
+    monkeypatch.setattr(Worker, "prepare", prepare)
     worker_module.get_worker.cache_clear()
     yield
     worker_module.get_worker.cache_clear()
