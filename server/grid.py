@@ -4,7 +4,8 @@ Flower's grids wait for replies in a loop that nothing outside can end; a
 SIGINT to ``fedtflite simulate`` would leave the ServerApp thread waiting
 forever. :class:`StoppableGrid` wraps any grid and polls for replies itself,
 checking :func:`fedtflite.stop.check_stop` before every poll (every
-``pull_interval`` seconds), so a stop request ends the round in progress
+``pull_interval`` seconds, or as soon as the engine reports a reply stored:
+:mod:`fedtflite.wakeup`), so a stop request ends the round in progress
 within one poll. Everything else is the wrapped grid's.
 """
 
@@ -19,6 +20,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from fedtflite.stop import check_stop
+from fedtflite.wakeup import wait_for_reply
 
 __all__ = ["StoppableGrid"]
 
@@ -96,5 +98,5 @@ class StoppableGrid(Grid):
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if not pending or (end is not None and time.monotonic() >= end):
                 break
-            time.sleep(interval)
+            wait_for_reply(interval)  # at once when the engine says one is in
         return out

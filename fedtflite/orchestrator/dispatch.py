@@ -9,6 +9,10 @@ per node waits ``m`` ticks: a floor under every small round that no amount of
 client speed can lower (a 100-clients-per-round `mlp` round computes for
 ~25 ms and took 0.2 s).
 
+It also tells the ServerApp's grid when a reply is stored
+(:func:`fedtflite.wakeup.reply_stored`), so the grid's wait between two polls
+for replies ends at once rather than after its interval.
+
 :func:`dispatch_on_store` runs the same loop with two changes: it wakes up
 when the ServerApp stores a message (the link state's ``store_message_ins``
 is wrapped to signal it), and it polls again at once while a poll still found
@@ -31,6 +35,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from fedtflite.wakeup import reply_stored
+
 __all__ = ["FLOWER_TICK", "dispatch_on_store", "waking_dispatcher"]
 
 FLOWER_TICK = 0.1
@@ -48,14 +54,20 @@ def dispatch_on_store(
     partition mapping and the engine's stop event.
     """
     stored = threading.Event()
-    original = state.store_message_ins
+    store_ins, store_res = state.store_message_ins, state.store_message_res
 
     def store_message_ins(message: Any) -> Any:
-        result = original(message)
+        result = store_ins(message)
         stored.set()
         return result
 
-    state.store_message_ins = store_message_ins  # shadows the method
+    def store_message_res(message: Any) -> Any:
+        result = store_res(message)
+        reply_stored()  # the ServerApp's grid stops waiting for its next poll
+        return result
+
+    state.store_message_ins = store_message_ins  # shadow the methods
+    state.store_message_res = store_message_res
     try:
         while not f_stop.is_set():
             stored.clear()  # before polling: a message stored during it wakes us
@@ -67,8 +79,9 @@ def dispatch_on_store(
             if not found:
                 stored.wait(FLOWER_TICK)
     finally:
-        with contextlib.suppress(AttributeError):
-            del state.store_message_ins
+        for name in ("store_message_ins", "store_message_res"):
+            with contextlib.suppress(AttributeError):
+                delattr(state, name)
 
 
 @contextlib.contextmanager
