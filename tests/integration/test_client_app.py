@@ -95,6 +95,55 @@ def test_one_bad_client_never_fails_its_cohort(run: PreparedRun) -> None:
     assert reply.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] > 0
 
 
+def test_failures_in_prepare_and_in_training_keep_cohort_order(
+    run: PreparedRun,
+) -> None:
+    # Client 6 does not exist (6 clients: 0..5): it fails when prepared, ahead
+    # of BAD's training, which fails later; the reply lists them as the cohort.
+    msg = _message(run, "train", per_client=True)
+    msg.content.config_records[keys.CONFIG][keys.COHORT] = [0, BAD, 6, 5]
+    status = train(msg, None).content.config_records[keys.STATUS]  # type: ignore[arg-type]
+
+    assert status[keys.OK] == [0, 5]
+    assert status[keys.FAILED] == [BAD, 6]
+    bad, missing = status[keys.ERRORS]
+    assert bad.startswith(f"client {BAD}: ") and "loss nan" in bad
+    assert missing == "client 6: client-id 6 out of range 0..5"
+
+
+def test_a_prepared_client_trains_as_fit_on_its_float_data(run: PreparedRun) -> None:
+    # The worker plans from the stored uint8 images, converted per epoch; the
+    # same client through ClientModel.fit on its float32 data ends bit-equal.
+    worker = Worker(run.settings)
+    start = worker.model.parameters()
+    staged = worker.model.stage(start)
+    update = worker.run_prepared(worker.prepare(0, 3), staged, copy_weights=False)
+    assert all(not w.flags.writeable for w in update.weights)
+    views = [w.copy() for w in update.weights]  # valid until the next client
+    copied = worker.run_prepared(worker.prepare(0, 3), staged)  # restores again
+    assert all(w.flags.writeable for w in copied.weights)
+
+    model = ClientModel(Path(run.settings.model_path))
+    model.restore(start)
+    if run.settings.learning_rate is not None:
+        model.set_learning_rate(run.settings.learning_rate)
+    x, y = worker.train_data(0)
+    assert x.dtype == np.float32
+    fit = model.fit(
+        x,
+        y,
+        epochs=run.settings.local_epochs,
+        batch_size=run.settings.batch_size,
+        rng=worker.rng(0, 3),
+    )
+    expected = model.parameters()
+    assert (copied.num_examples, copied.loss) == (fit.num_examples, fit.loss)
+    assert update.loss == fit.loss
+    for a, b, e in zip(views, copied.weights, expected, strict=True):
+        assert np.array_equal(a, e) and np.array_equal(b, e)
+    assert not all(np.array_equal(a, s) for a, s in zip(expected, start, strict=True))
+
+
 def test_pre_aggregated_reply_is_the_weighted_mean_of_per_client_replies(
     run: PreparedRun,
 ) -> None:
