@@ -417,3 +417,16 @@ def test_huge_finite_weights_pass_without_a_warning(
         warnings.simplefilter("error")
         got = model.parameters(check_finite=True, copy=copy)
     assert _same(list(got), w)
+
+
+def test_weights_staged_by_a_freed_model_are_checked_by_its_successor(
+    mlp_bytes: bytes, cnn_bytes: bytes
+) -> None:
+    # A staged set names its model by a token, not by id(): a model created
+    # where a freed one lived (same id) must not trust the old model's arrays.
+    first = ClientModel(mlp_bytes)
+    staged = first.stage(first.parameters())
+    del first
+    successor = ClientModel(cnn_bytes)
+    with pytest.raises(WeightsMismatchError):
+        successor.restore(staged)

@@ -147,8 +147,9 @@ class StagedWeights(Sequence[np.ndarray]):
     """
 
     arrays: tuple[np.ndarray, ...]
-    owner: int = field(repr=False)
-    """``id`` of the :class:`ClientModel` that validated them."""
+    owner: object = field(repr=False)
+    """The token of the :class:`ClientModel` that validated them (an object,
+    not an ``id``: a later model can never reuse it)."""
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -327,6 +328,7 @@ class ClientModel:
         )
         self._names = [p.name for p in self.contract.parameters]
         self._restored: tuple[StagedWeights, int] | None = None
+        self._token = object()  # what this model's StagedWeights carry
         self._masks: dict[int, np.ndarray] = {}
         self._lr_value: tuple[float, int] | None = None
         c = self.contract
@@ -383,7 +385,7 @@ class ClientModel:
             Wrong count, shape or dtype.
         """
         runner = self._restore
-        if isinstance(weights, StagedWeights) and weights.owner == id(self):
+        if isinstance(weights, StagedWeights) and weights.owner is self._token:
             if self._restored == (weights, runner.allocations):
                 runner.invoke()
                 return
@@ -407,7 +409,7 @@ class ClientModel:
             a = np.array(w)
             a.flags.writeable = False
             arrays.append(a)
-        return StagedWeights(tuple(arrays), id(self))
+        return StagedWeights(tuple(arrays), self._token)
 
     def _weights_feed(
         self, weights: Sequence[np.ndarray], signature: str
@@ -602,8 +604,10 @@ class ClientModel:
         """:meth:`fit`'s steps, their inputs gathered now (see :class:`TrainPlan`).
 
         Parameters and errors are :meth:`fit`'s (but for the non-finite loss,
-        which :meth:`run_plan` raises). Every draw from ``rng`` is made here, in
-        :meth:`fit`'s order, so a plan run later trains exactly as :meth:`fit`.
+        which :meth:`run_plan` raises). A plan of up to :data:`PLAN_ROWS` rows
+        makes every draw from ``rng`` here, in :meth:`fit`'s order, so it can
+        run later and train exactly as :meth:`fit`; a longer one draws as it
+        runs (same order: ``rng`` must not be used in between) and runs once.
         ``convert`` (e.g. :func:`fedtflite.data.to_float`) makes the float32
         images of stored ones (e.g. uint8 pixels) after each epoch's gather, so
         only the rows a step needs are converted, once (element-wise: the same
