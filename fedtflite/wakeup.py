@@ -12,11 +12,41 @@ process) the wait is the plain interval.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
-__all__ = ["reply_stored", "wait_for_reply"]
+__all__ = [
+    "SIGNALLED_POLL",
+    "poll_interval",
+    "reply_stored",
+    "signalling",
+    "wait_for_reply",
+]
+
+SIGNALLED_POLL = 0.1
+"""Seconds between polls for replies while stored replies are signalled (the
+polls then only look for a stop request)."""
 
 _REPLY = threading.Event()
+_SIGNALLING = [0]
+
+
+@contextlib.contextmanager
+def signalling() -> Iterator[None]:
+    """Within this block, every stored reply calls :func:`reply_stored`."""
+    _SIGNALLING[0] += 1
+    try:
+        yield
+    finally:
+        _SIGNALLING[0] -= 1
+
+
+def poll_interval(default: float) -> float:
+    """How long to wait between two polls for replies: ``default``, or
+    :data:`SIGNALLED_POLL` while replies are signalled (a poll costs the
+    ServerApp's process CPU that the workers on the same machine could use)."""
+    return SIGNALLED_POLL if _SIGNALLING[0] else default
 
 
 def reply_stored() -> None:

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from fedtflite.stop import check_stop
-from fedtflite.wakeup import wait_for_reply
+from fedtflite.wakeup import poll_interval, wait_for_reply
 
 __all__ = ["StoppableGrid"]
 
@@ -90,7 +90,7 @@ class StoppableGrid(Grid):
         pending = set(grid.push_messages(messages))
         end = None if timeout is None else time.monotonic() + timeout
         out: list[Message] = []
-        interval = float(getattr(grid, "pull_interval", 0.1))
+        interval = poll_interval(float(getattr(grid, "pull_interval", 0.1)))
         while pending:
             check_stop()
             got = list(grid.pull_messages(pending))

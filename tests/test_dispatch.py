@@ -17,7 +17,13 @@ import pytest
 
 import fedtflite.orchestrator.dispatch as dispatch
 from fedtflite.orchestrator.dispatch import dispatch_on_store, waking_dispatcher
-from fedtflite.wakeup import reply_stored, wait_for_reply
+from fedtflite.wakeup import (
+    SIGNALLED_POLL,
+    poll_interval,
+    reply_stored,
+    signalling,
+    wait_for_reply,
+)
 
 LONG = 30.0
 """An idle wait no test waits out."""
@@ -213,3 +219,20 @@ def test_wait_for_reply_times_out_without_a_reply(no_pending_reply: None) -> Non
     start = time.monotonic()
     wait_for_reply(0.3)
     assert time.monotonic() - start >= 0.3
+
+
+def test_the_grid_polls_slowly_only_while_replies_are_signalled(engine: Engine) -> None:
+    # The engine fixture's dispatcher is running: replies are signalled, so the
+    # grid's polls (which then only look for a stop request) can be rare.
+    assert poll_interval(0.005) == SIGNALLED_POLL
+    engine.close()
+    assert poll_interval(0.005) == 0.005  # Flower's loop (or none): poll as asked
+
+
+def test_signalling_nests_and_ends_with_its_block() -> None:
+    assert poll_interval(0.02) == 0.02
+    with signalling():
+        with signalling():
+            assert poll_interval(0.02) == SIGNALLED_POLL
+        assert poll_interval(0.02) == SIGNALLED_POLL
+    assert poll_interval(0.02) == 0.02

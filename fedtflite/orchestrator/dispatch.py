@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from fedtflite.wakeup import reply_stored
+from fedtflite.wakeup import reply_stored, signalling
 
 __all__ = ["FLOWER_TICK", "dispatch_on_store", "waking_dispatcher"]
 
@@ -69,19 +69,32 @@ def dispatch_on_store(
     state.store_message_ins = store_message_ins  # shadow the methods
     state.store_message_res = store_message_res
     try:
-        while not f_stop.is_set():
-            stored.clear()  # before polling: a message stored during it wakes us
-            found = False
-            for node_id in nodes_mapping:
-                for message in state.get_message_ins(node_id=node_id, limit=1):
-                    queue.put(message)
-                    found = True
-            if not found:
-                stored.wait(FLOWER_TICK)
+        with signalling():
+            _dispatch(state, queue, nodes_mapping, f_stop, stored)
     finally:
         for name in ("store_message_ins", "store_message_res"):
             with contextlib.suppress(AttributeError):
                 delattr(state, name)
+
+
+def _dispatch(
+    state: Any,
+    queue: Any,
+    nodes_mapping: Any,
+    f_stop: threading.Event,
+    stored: threading.Event,
+) -> None:
+    """Move stored messages to the worker queue until ``f_stop``; wait for
+    ``stored`` (at most :data:`FLOWER_TICK`) only when a poll found none."""
+    while not f_stop.is_set():
+        stored.clear()  # before polling: a message stored during it wakes us
+        found = False
+        for node_id in nodes_mapping:
+            for message in state.get_message_ins(node_id=node_id, limit=1):
+                queue.put(message)
+                found = True
+        if not found:
+            stored.wait(FLOWER_TICK)
 
 
 @contextlib.contextmanager
