@@ -240,6 +240,20 @@ class CohortSampling:
         s.messages += len(out)
         return out
 
+    def _construct_messages(
+        self, record: RecordDict, node_ids: list[int], message_type: str
+    ) -> Iterable[Message]:
+        """Flower's strategies build one ``Message`` per sampled node (here: per
+        sampled client; ~5 us each, 50 ms a round at 10 000 clients) that
+        :meth:`_send` only counts and reads the content of before regrouping the
+        clients into cohorts: one message stands for all of them."""
+        if not node_ids:
+            return []
+        one = Message(
+            content=record, message_type=message_type, dst_node_id=node_ids[0]
+        )
+        return [one] * len(node_ids)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

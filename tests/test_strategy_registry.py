@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
 import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
 from fedtflite.errors import ConfigError
@@ -75,3 +77,45 @@ def test_pre_aggregated_are_the_weighted_means() -> None:
 def test_config_accepts_exactly_the_registry() -> None:
     with pytest.raises(ConfigError, match=r"strategy.*expected one of fedavg, "):
         config_from_mapping({"strategy": "fedsgd"})
+
+
+class _Grid:
+    """Flower's sampling sees this many nodes (one per simulated client)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(self.n))
+
+
+@pytest.fixture
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages need Flower's task identity, which a running app would set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flower_samples_as_many_clients_but_builds_one_message(
+    name: str, flower_task: None
+) -> None:
+    # Every strategy's configure_train goes through _construct_messages: the
+    # sample's size (fraction-train of the clients) is Flower's, and one
+    # message, with the round's content, stands for all of them.
+    config = config_from_mapping(
+        {"strategy": name, "num-clients": 40, "fraction-train": 0.25}
+    )
+    strategy = make_strategy(config)
+    arrays = ArrayRecord(array_dict={"a0": Array(np.ones(3, np.float32))})
+    messages = list(
+        FedAvg.configure_train(
+            strategy, 1, arrays, ConfigRecord({"lr": 0.1}), _Grid(40)
+        )
+    )
+    assert len(messages) == 10
+    assert all(m is messages[0] for m in messages)
+    assert messages[0].content["arrays"]["a0"].numpy().tolist() == [1.0, 1.0, 1.0]
+    assert messages[0].content["config"]["server-round"] == 1
