@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtflite.algorithms.sampling import flower_sample_size
-from fedtflite.errors import ConfigError, RunInterruptedError
+from fedtflite.errors import ConfigError, RunInterruptedError, invalid_value
 from fedtflite.native_logs import RAY_WORKER_NOISE, drop_forwarded_lines
 from fedtflite.orchestrator.dispatch import waking_dispatcher
 from fedtflite.simulation.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -247,9 +247,12 @@ def _check_client_cpus(config: SimulationConfig) -> None:
     if config.client_cpus > most:
         total = sum(float(n["Resources"].get("CPU", 0)) for n in nodes)
         raise ConfigError(
-            f"client-cpus = {config.client_cpus:g} is not valid: the Ray cluster has "
-            f"{total:g} CPUs, at most {most:g} on one node; use client-cpus <= "
-            f"{most:g} (e.g. 1)"
+            invalid_value(
+                "client-cpus",
+                config.client_cpus,
+                f"<= {most:g}, the most CPUs of one node of this Ray cluster "
+                f"({total:g} CPUs in all; e.g. 1)",
+            )
         )
 
 

@@ -191,9 +191,9 @@ def test_client_cpus_the_cluster_cannot_give_fails_in_one_line(
     assert time.monotonic() - t < 60
     assert proc.returncode == 2, err
     assert re.fullmatch(
-        rf"error: client-cpus = {cpus + 1} is not valid: the Ray cluster has "
-        rf"{cpus} CPUs, at most {cpus} on one node; use client-cpus <= {cpus} "
-        r"\(e\.g\. 1\)",
+        rf"error: client-cpus = {cpus + 1}(\.0)? is not valid: expected <= {cpus}, "
+        rf"the most CPUs of one node of this Ray cluster \({cpus} CPUs in all; "
+        r"e\.g\. 1\)",
         _error_line(err),
     ), err
     assert _session_ends(proc.pid) == []
