@@ -430,3 +430,24 @@ def test_weights_staged_by_a_freed_model_are_checked_by_its_successor(
     successor = ClientModel(cnn_bytes)
     with pytest.raises(WeightsMismatchError):
         successor.restore(staged)
+
+
+def test_without_litert_internals_restore_and_learning_rate_set_every_call(
+    mlp_bytes: bytes,
+) -> None:
+    # On a LiteRT whose interpreter lacks what _Runner uses, the runners fall
+    # back to SignatureRunner, which sets the inputs on every call: a staged
+    # restore or an unchanged learning rate must then call it again, never
+    # re-invoke on inputs it did not keep.
+    model = ClientModel(mlp_bytes)
+    weights = model.parameters()
+    staged = model.stage([w + 1 for w in weights])
+    for runner in (model._restore, model._set_lr):
+        assert runner is not None
+        runner._wrapper = None
+    for _ in range(2):
+        model.restore(staged)
+        model.set_learning_rate(0.05)
+        model.set_learning_rate(0.05)
+    for got, want in zip(model.parameters(), staged, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -244,6 +244,12 @@ class _Runner:
             v.flags.writeable = False
         return views
 
+    @property
+    def reinvokable(self) -> bool:
+        """Whether :meth:`invoke` can run again on the inputs set last (not
+        through the ``SignatureRunner`` fallback, which sets them every call)."""
+        return self._wrapper is not None
+
     def invoke(self) -> None:
         """``Invoke`` on the inputs the tensors hold (the last call's)."""
         if self._wrapper is None:  # pragma: no cover - another LiteRT version
@@ -386,7 +392,7 @@ class ClientModel:
         """
         runner = self._restore
         if isinstance(weights, StagedWeights) and weights.owner is self._token:
-            if self._restored == (weights, runner.allocations):
+            if runner.reinvokable and self._restored == (weights, runner.allocations):
                 runner.invoke()
                 return
             runner(**dict(zip(self._names, weights.arrays, strict=True)))
@@ -445,7 +451,7 @@ class ClientModel:
                 "learning rate is fixed in the file (leave learning-rate unset)"
             )
         runner = self._set_lr
-        if self._lr_value == (lr, runner.allocations):
+        if runner.reinvokable and self._lr_value == (lr, runner.allocations):
             runner.invoke()  # its input tensor still holds ``lr``
             return
         runner(lr=np.asarray(lr, np.float32))
@@ -495,8 +501,8 @@ class ClientModel:
         c = self.contract
         images = np.asarray(images)
         n = images.shape[0] if images.ndim else 0
-        pixels = int(np.prod(images.shape[1:])) if images.ndim >= 2 else -1
-        if pixels != int(np.prod(c.image_shape)):  # (also for zero images)
+        pixels = math.prod(images.shape[1:]) if images.ndim >= 2 else -1
+        if pixels != math.prod(c.image_shape):  # (also for zero images)
             raise DataShapeError(
                 f"{c.source}: images of shape {list(images.shape)} do not fit input x "
                 f"[B,{','.join(map(str, c.image_shape))}] (784 pixels per example)"
