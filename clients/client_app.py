@@ -4,7 +4,8 @@ A message carries a cohort of simulated clients (:mod:`fedtflite.protocol`);
 this process runs them one after another on its one interpreter.
 
 Train, per client: ``restore`` the global arrays, train ``local-epochs`` over
-the client's shard, read ``parameters``. The reply holds every client's weights
+the client's shard, read ``parameters``; clients are prepared (shuffled,
+batched, converted) a few at a time before they run (:class:`_Cohort`). The reply holds every client's weights
 as one ArrayRecord and one MetricRecord (``num-examples``, ``train-loss``,
 ``compute-seconds``) or, when the strategy only needs their example-weighted
 mean, the cohort's mean and summed ``num-examples``

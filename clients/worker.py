@@ -3,8 +3,9 @@
 A :class:`Worker` (one interpreter, the training images, the partition) is built
 on the first message a process handles and reused by every later one (keyed by
 the run's settings, which include the model's digest), never rebuilt per
-message. :meth:`Worker.train` and :meth:`Worker.evaluate` run one simulated
-client on it; ``restore`` first, so nothing of the previous client survives.
+message. :meth:`Worker.train` (:meth:`Worker.prepare`, then :meth:`Worker.run_prepared`)
+and :meth:`Worker.evaluate` run one simulated client on it; ``restore`` first,
+so nothing of the previous client survives.
 Nothing here imports TensorFlow.
 """
 
