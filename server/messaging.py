@@ -334,14 +334,7 @@ class CohortSampling:
         arrays, metrics = super().aggregate_train(server_round, unpacked)  # type: ignore[misc]
         s.train_metrics = _scalars(metrics)
         if arrays is not None:
-            # Flower's FedOpt family (FedAdam, FedYogi, FedAdagrad) returns float64
-            # arrays; the model's restore takes its own dtype (float32).
-            arrays = ArrayRecord(
-                array_dict={
-                    k: Array(np.asarray(a.numpy(), self._dtypes.get(k)))
-                    for k, a in arrays.items()
-                }
-            )
+            arrays = _in_dtypes(arrays, self._dtypes)
         return arrays, metrics
 
     def aggregate_evaluate(
@@ -361,6 +354,24 @@ class CohortSampling:
             metrics = super().aggregate_evaluate(server_round, weighted)  # type: ignore[misc]
         s.eval_metrics = _scalars(metrics)
         return metrics
+
+
+def _in_dtypes(arrays: ArrayRecord, dtypes: dict[str, np.dtype[Any]]) -> ArrayRecord:
+    """``arrays`` with every array in its dtype of ``dtypes``.
+
+    Flower's FedOpt family (FedAdam, FedYogi, FedAdagrad) returns float64
+    arrays; the model's restore takes its own dtype (float32). Arrays already in
+    their dtype are kept as they are (a conversion would decode and encode them).
+    """
+    wrong = [k for k, a in arrays.items() if k in dtypes and a.dtype != str(dtypes[k])]
+    if not wrong:
+        return arrays
+    return ArrayRecord(
+        array_dict={
+            k: Array(np.asarray(a.numpy(), dtypes[k])) if k in wrong else a
+            for k, a in arrays.items()
+        }
+    )
 
 
 def _first_line(text: str) -> str:

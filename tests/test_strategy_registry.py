@@ -119,3 +119,19 @@ def test_flower_samples_as_many_clients_but_builds_one_message(
     assert all(m is messages[0] for m in messages)
     assert messages[0].content["arrays"]["a0"].numpy().tolist() == [1.0, 1.0, 1.0]
     assert messages[0].content["config"]["server-round"] == 1
+
+
+def test_aggregates_come_back_in_the_models_dtypes() -> None:
+    from server.messaging import _in_dtypes
+
+    dtypes = {"a0": np.dtype(np.float32), "a1": np.dtype(np.float32)}
+    kept = Array(np.arange(3, dtype=np.float32))
+    fedopt = ArrayRecord(
+        array_dict={"a0": kept, "a1": Array(np.array([0.1, 0.2], np.float64))}
+    )
+    out = _in_dtypes(fedopt, dtypes)
+    assert out["a0"] is kept  # already float32: not decoded and encoded again
+    assert out["a1"].numpy().dtype == np.float32
+    assert out["a1"].numpy().tolist() == np.array([0.1, 0.2], np.float32).tolist()
+    same = ArrayRecord(array_dict={"a0": kept})
+    assert _in_dtypes(same, dtypes) is same
