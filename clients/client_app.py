@@ -5,10 +5,11 @@ this process runs them one after another on its one interpreter.
 
 Train, per client: ``restore`` the global arrays, train ``local-epochs`` over
 the client's shard, read ``parameters``; clients are prepared (shuffled,
-batched, converted) a few at a time before they run (:class:`_Cohort`). The reply holds every client's weights
-as one ArrayRecord and one MetricRecord (``num-examples``, ``train-loss``,
-``compute-seconds``) or, when the strategy only needs their example-weighted
-mean, the cohort's mean and summed ``num-examples``
+batched, converted) a few at a time before they run (:class:`_Cohort`). The
+reply holds every client's weights as one ArrayRecord and one MetricRecord
+(``num-examples``, ``train-loss``, ``compute-seconds``) or, when the strategy
+only needs their example-weighted mean, the cohort's mean and summed
+``num-examples``
 (:class:`~fedtflite.protocol.replies.TrainReplyEncoder`). Evaluate, per client:
 ``restore``, ``infer`` on the client's local test split (``eval-loss``,
 ``eval-accuracy``, ``num-examples``), pre-aggregated the same way.
