@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = [
     "LITERT_START",
@@ -48,17 +49,24 @@ ending call of a restartable actor (``max_task_retries``) "failed"."""
 
 
 def drop_forwarded_lines(pattern: re.Pattern[str]) -> bool:
-    """Drop the worker lines Ray forwards to this driver that match ``pattern``.
+    """Drop the lines Ray forwards to this driver that match ``pattern``.
 
-    Wraps the handler Ray's ``ray.init`` installs (``ray_print_logs``) in this
-    process; every other line still prints as Ray prints it. Ray exposes no
-    public hook for this, so where its private dispatcher is not found the lines
-    simply stay. Returns True when the filter is in place.
+    Ray prints what it forwards in two places: the handler ``ray.init``
+    installs on its log dispatcher (``ray_print_logs``: workers' output) and
+    its error listener, which calls ``print_to_stdstream`` for errors pushed to
+    the driver (the "(raylet)" lines, e.g. a restartable actor's ending call
+    that "failed"). Both are wrapped in this process; every other line still
+    prints as Ray prints it. Ray exposes no public hook for this, so where its
+    private names are not found the lines simply stay. Returns True when the
+    dispatcher's handler is filtered.
     """
     try:
         from ray._private import worker as ray_worker
     except ImportError:  # pragma: no cover - Ray is a dependency
         return False
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if callable(printer) and not getattr(printer, "_fedtflite", False):
+        ray_worker.print_to_stdstream = _filtered(printer, pattern)
     dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
     handlers = getattr(dispatcher, "handlers", None)
     if not isinstance(handlers, list):
@@ -66,22 +74,27 @@ def drop_forwarded_lines(pattern: re.Pattern[str]) -> bool:
     for i, (name, handler) in enumerate(handlers):
         if name != "ray_print_logs":
             continue
-        if getattr(handler, "_fedtflite", False):
-            return True  # already in place (a second run in this process)
-
-        def filtered(data: dict[str, object], handler: object = handler) -> None:
-            lines = data.get("lines")
-            if isinstance(lines, list):
-                kept = [s for s in lines if not pattern.search(str(s))]
-                if not kept:
-                    return
-                data = {**data, "lines": kept}
-            handler(data)  # type: ignore[operator]
-
-        filtered._fedtflite = True  # type: ignore[attr-defined]
-        handlers[i] = (name, filtered)
+        if not getattr(handler, "_fedtflite", False):  # not yet (a second run)
+            handlers[i] = (name, _filtered(handler, pattern))
         return True
     return False
+
+
+def _filtered(printer: Any, pattern: re.Pattern[str]) -> Any:
+    """``printer`` (called with Ray's ``{"lines": [...], ...}`` and maybe more
+    arguments) without the lines that match ``pattern``."""
+
+    def filtered(data: dict[str, object], *args: object, **kwargs: object) -> None:
+        lines = data.get("lines")
+        if isinstance(lines, list):
+            kept = [s for s in lines if not pattern.search(str(s))]
+            if not kept:
+                return
+            data = {**data, "lines": kept}
+        printer(data, *args, **kwargs)
+
+    filtered._fedtflite = True  # type: ignore[attr-defined]
+    return filtered
 
 
 @contextmanager

@@ -92,3 +92,38 @@ def test_forwarded_worker_noise_goes_and_real_worker_lines_stay(
         }
     )
     assert printed == [["ValueError: a real error"], ["WARNING: a real warning"]]
+
+
+def test_errors_ray_pushes_to_the_driver_lose_the_noise_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ray's error listener prints "(raylet)" lines through print_to_stdstream
+    # directly, not through the dispatcher's handler.
+    from ray._private import worker as ray_worker
+    from ray._private.ray_logging import WorkerStandardStreamDispatcher
+
+    printed: list[tuple[list[str], bool]] = []
+
+    def print_to_stdstream(data: dict[str, object], ignore_prefix: bool) -> None:
+        printed.append((list(data["lines"]), ignore_prefix))  # type: ignore[call-overload]
+
+    monkeypatch.setattr(ray_worker, "print_to_stdstream", print_to_stdstream)
+    monkeypatch.setattr(
+        ray_worker,
+        "global_worker_stdstream_dispatcher",
+        WorkerStandardStreamDispatcher(),
+    )
+    drop_forwarded_lines(RAY_WORKER_NOISE)
+    drop_forwarded_lines(RAY_WORKER_NOISE)  # wrapped once
+    noise = (
+        "Task ClientAppActor.terminate failed. There are 3 retries remaining, so the "
+        "task will be retried. Error: The actor is temporarily unavailable"
+    )
+    ray_worker.print_to_stdstream(
+        {"lines": [noise], "pid": "raylet"}, ignore_prefix=False
+    )
+    ray_worker.print_to_stdstream(
+        {"lines": ["Worker crashed: out of memory", noise], "pid": "raylet"},
+        ignore_prefix=False,
+    )
+    assert printed == [(["Worker crashed: out of memory"], False)]
