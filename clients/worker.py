@@ -141,11 +141,6 @@ class Worker:
             self._labels[test],
         )
 
-    def train_data(self, client_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """The local training images (float32) and labels of ``client_id``."""
-        train, _ = self._split(client_id)
-        return to_float(self._images[train]), self._labels[train]
-
     def rng(self, client_id: int, server_round: int) -> np.random.Generator:
         """A client's shuffling stream in a round, from ``(seed, round, client)``."""
         # what default_rng builds, minus its wrapper (~15 us a client)

@@ -127,7 +127,8 @@ def test_a_prepared_client_trains_as_fit_on_its_float_data(run: PreparedRun) -> 
     model.restore(start)
     if run.settings.learning_rate is not None:
         model.set_learning_rate(run.settings.learning_rate)
-    x, y = worker.train_data(0)
+    data = worker.client_data(0)
+    x, y = data.train_images, data.train_labels
     assert x.dtype == np.float32
     fit = model.fit(
         x,
