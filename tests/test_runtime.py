@@ -235,7 +235,7 @@ def test_mlp_contract(mlp_bytes: bytes) -> None:
     assert c.num_parameters == 784 * 128 + 128 + 128 * 10 + 10 == 101_770
     assert c.parameter_bytes == 4 * 101_770
     assert c.infer_output == "logits"
-    assert c.extra_signatures == ("set_learning_rate",)
+    assert c.extra_signatures == ("set_learning_rate", "train_tail")
     assert "RELU" in c.ops and not any(op.startswith("Flex") for op in c.ops)
 
 

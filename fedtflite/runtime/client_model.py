@@ -29,6 +29,7 @@ from fedtflite.errors import (
 )
 from fedtflite.native_logs import LITERT_START, dropping
 from fedtflite.runtime.contract import (
+    TRAIN_TAIL,
     ModelContract,
     check_flatbuffer,
     read_contract,
@@ -122,11 +123,16 @@ class TrainPlan:
         The client's examples ``n``.
     seconds : float
         Wall time of the planning.
+    batch_size : int or None
+        The full batch. A step of fewer real rows goes through the model's
+        ``train_tail`` when it has one (see :mod:`fedtflite.runtime.contract`);
+        None: every step through ``train``.
     """
 
     steps: Iterable[_Step]
     num_examples: int
     seconds: float = 0.0
+    batch_size: int | None = None
 
     @property
     def bytes_held(self) -> int:
@@ -327,6 +333,14 @@ class ClientModel:
         self._infer = runner("infer")
         self._parameters = runner("parameters")
         self._restore = runner("restore")
+        # a dynamic-batch model's partial batches go through train_tail, so
+        # neither subgraph is re-allocated for them (fixed batches never are)
+        self._train_tail = (
+            runner(TRAIN_TAIL)
+            if TRAIN_TAIL in self.contract.extra_signatures
+            and self.contract.train_batch is None
+            else None
+        )
         self._set_lr = (
             runner("set_learning_rate")
             if "set_learning_rate" in self.contract.extra_signatures
@@ -645,7 +659,7 @@ class ClientModel:
         )
         if epochs * n <= PLAN_ROWS:
             steps = tuple(steps)
-        return TrainPlan(steps, n, time.perf_counter() - start)
+        return TrainPlan(steps, n, time.perf_counter() - start, batch_size)
 
     def run_plan(self, plan: TrainPlan) -> FitResult:
         """Run a :meth:`plan_fit` plan: ``train`` on each step's inputs.
@@ -658,8 +672,10 @@ class ClientModel:
         start = time.perf_counter()
         total, steps, trained = 0.0, 0, 0
         run = self._train.run
+        tail = run if self._train_tail is None else self._train_tail.run
+        full = plan.batch_size
         for feed, real, epoch in plan.steps:
-            loss = float(run(feed, "loss"))
+            loss = float((run if full is None or real >= full else tail)(feed, "loss"))
             if not math.isfinite(loss):
                 raise NonFiniteError(
                     f"{self.contract.source}: train returned loss {loss} at step "

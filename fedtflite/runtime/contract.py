@@ -19,7 +19,12 @@ A valid client model has four signatures:
     Inputs ``a0, a1, ...`` with exactly the names, shapes and dtypes of the
     ``parameters`` outputs.
 
-Optional: ``set_learning_rate(lr: float32[])``. The model must use builtin ops
+Optional: ``set_learning_rate(lr: float32[])``, and ``train_tail`` with exactly
+``train``'s inputs and outputs: the same step in a subgraph of its own, which a
+client uses for its last, partial batch so that neither subgraph is re-allocated
+for it (dynamic-batch models; :mod:`fedtflite.models.trainable` builds it). It
+must compute what ``train`` computes; only its inputs and outputs are checked
+here. The model must use builtin ops
 only (no Flex / custom ops). This module reads the flatbuffer and the
 interpreter's signature table; it never imports TensorFlow.
 """
@@ -41,6 +46,7 @@ from fedtflite.errors import (
 
 __all__ = [
     "REQUIRED_SIGNATURES",
+    "TRAIN_TAIL",
     "ModelContract",
     "TensorInfo",
     "check_flatbuffer",
@@ -49,6 +55,8 @@ __all__ = [
 ]
 
 REQUIRED_SIGNATURES = ("train", "infer", "parameters", "restore")
+TRAIN_TAIL = "train_tail"
+"""The optional second subgraph of ``train`` for partial batches."""
 _LAYOUTS = {(28, 28): "hw", (28, 28, 1): "hwc", (784,): "flat"}
 _PARAM_NAME = re.compile(r"^a(\d+)$")
 _NOISE_NAME = re.compile(r"^noise(\d+)$")
@@ -292,6 +300,15 @@ def read_contract(interpreter: Any, source: str, ops: tuple[str, ...]) -> ModelC
         f"restore inputs {[r.name for r in restore]} do not match parameters outputs "
         f"{[p.name for p in params]}",
     )
+    if TRAIN_TAIL in sigs:
+        tail = signature_io(interpreter, TRAIN_TAIL)
+        _require(
+            tail == (t_in, t_out),
+            source,
+            f"{TRAIN_TAIL} takes {sorted(tail[0].values(), key=str)} and returns "
+            f"{sorted(tail[1].values(), key=str)}; expected train's "
+            f"{sorted(t_in.values(), key=str)} and {sorted(t_out.values(), key=str)}",
+        )
     if "set_correction" in sigs:
         c_in, _ = signature_io(interpreter, "set_correction")
         correction = _ordered_params(c_in, source, "set_correction inputs")
