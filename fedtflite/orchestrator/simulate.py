@@ -96,6 +96,16 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+INLINE_BYTES = 4 << 20
+"""Messages up to this size travel inside Ray's task calls and replies, not
+through its object store (Ray's default: 100 KB). A round's messages carry the
+model (400 KB for the ``mlp``); through the object store each cost the raylet
+~3 ms of CPU, on the cores the clients train on: measured at 1 000 clients per
+round on 2 cores, the raylet's CPU per round fell from 12.8 to 3.6 ms and the
+round from 0.364 to 0.341 s. Set when this process starts Ray (a cluster keeps
+its own setting)."""
+
+
 def _init_ray(address: str, num_cpus: int | None) -> None:
     import ray
 
@@ -104,6 +114,9 @@ def _init_ray(address: str, num_cpus: int | None) -> None:
     ray.init(
         address=address or None,
         num_cpus=None if address else num_cpus,
+        _system_config=None
+        if address
+        else {"max_direct_call_object_size": INLINE_BYTES},
         include_dashboard=False,
         logging_level=logging.ERROR,
         configure_logging=True,
