@@ -41,6 +41,7 @@ from fedtflite.simulation.history import (
 from fedtflite.simulation.prepare import PreparedRun, prepare_run, run_directory
 from server.grid import StoppableGrid
 from server.personalize import personalize_run
+from server.round_jobs import RoundJobs
 from server.strategies import (
     RoundStats,
     load_strategy_state,
@@ -144,56 +145,75 @@ def run_server(
     # A resumed run keeps the rows of the rounds it goes on after.
     earlier = _read_workers(workers_path, done) if ckpt is not None else []
 
+    jobs = RoundJobs()  # each round's evaluation and records, while the next trains
+    recorded = [rows[-1].round if rows else -1]  # the last round handed to jobs
+
     def central_evaluation(
         server_round: int, global_arrays: ArrayRecord
-    ) -> MetricRecord:
+    ) -> MetricRecord | None:
         server_round += done
-        weights = [global_arrays[n].numpy() for n in names]
-        if rows and server_round == rows[-1].round:
+        if server_round == recorded[0]:
             # Flower's loop evaluates its initial weights: a resumed run's
             # checkpoint, evaluated already.
-            last = rows[-1]
-            return MetricRecord(
-                {"test-loss": last.test_loss, "test-accuracy": last.test_accuracy}
+            return None
+        # What the round ended with, copied now: the next round changes the
+        # strategy's state and counts while the job still runs.
+        weights = [global_arrays[n].numpy() for n in names]
+        now = time.perf_counter()
+        seconds, clock[0] = now - clock[0], now
+        stats = strategy.stats.get(server_round, RoundStats())
+        checkpoint = None
+        if server_round != config.num_rounds:
+            checkpoint = Checkpoint(
+                server_round,
+                config.to_mapping(),
+                dict(zip(names, weights, strict=True)),
+                {
+                    attr: {k: np.array(a) for k, a in values.items()}
+                    for attr, values in strategy_state(strategy).items()
+                },
+                {k: np.array(a) for k, a in virtual.state().items()}
+                if virtual is not None
+                else {},
             )
+        clock_now = virtual.clock if virtual is not None else math.nan
+        all_stats = dict(strategy.stats)
+        recorded[0] = server_round
+        jobs.submit(
+            lambda: record_round(
+                server_round, weights, stats, seconds, clock_now, checkpoint, all_stats
+            )
+        )
+        return None
+
+    def record_round(
+        server_round: int,
+        weights: list[np.ndarray],
+        stats: RoundStats,
+        seconds: float,
+        clock_now: float,
+        checkpoint: Checkpoint | None,
+        all_stats: dict[int, RoundStats],
+    ) -> None:
         if server_round % config.evaluate_every and server_round != config.num_rounds:
             result = EvalResult(0, math.nan, math.nan, 0.0)
         else:
             model.restore(weights)
             result = model.evaluate(test.images, test.labels)
-        now = time.perf_counter()
-        stats = strategy.stats.get(server_round, RoundStats())
-        row = _record(
-            server_round,
-            stats,
-            result,
-            now - clock[0],
-            virtual.clock if virtual is not None else math.nan,
-        )
-        clock[0] = now
+        row = _record(server_round, stats, result, seconds, clock_now)
         rows.append(row)
         for cb in cbs:
             cb.on_round(row)
-        if server_round == config.num_rounds:
+        if checkpoint is None:  # the last round
             np.savez(
                 run.run_dir / "final_weights.npz",
                 **dict(zip(names, weights, strict=True)),  # type: ignore[arg-type]
             )
             checkpoint_path.unlink(missing_ok=True)
         else:
-            state = Checkpoint(
-                server_round,
-                config.to_mapping(),
-                dict(zip(names, weights, strict=True)),
-                strategy_state(strategy),
-                virtual.state() if virtual is not None else {},
-            )
-            save_checkpoint(checkpoint_path, state)
+            save_checkpoint(checkpoint_path, checkpoint)
         # Every round, so that a user can see (and kill) a worker mid-run.
-        _write_workers(workers_path, earlier, strategy.stats)
-        return MetricRecord(
-            {"test-loss": result.loss, "test-accuracy": result.accuracy}
-        )
+        _write_workers(workers_path, earlier, all_stats)
 
     if hasattr(grid, "pull_interval"):
         # Flower's in-memory grid polls for replies every 0.1 s by default; a
@@ -214,9 +234,12 @@ def run_server(
             final = [result.arrays[n].numpy() for n in names]
             personalize_run(grid, run, names, final)
     finally:
+        failed = jobs.close()  # every finished round recorded (or the failure)
         for cb in cbs:
             cb.on_end()
         _write_workers(workers_path, earlier, strategy.stats)
+    if failed is not None:
+        raise failed
     if not config.allow_failed_rounds:
         _check_rounds(rows, strategy.stats)
     return rows

@@ -178,3 +178,25 @@ def test_a_client_state_rerun_round_starts_from_the_state_before_it(
         "client_3.npz",
         "client_3.prev.npz",
     ]
+
+
+def test_a_client_state_two_rounds_past_the_checkpoint_is_taken_back(
+    tmp_path: Path,
+) -> None:
+    # The server records round k while round k + 1 trains: a crash in round 3's
+    # records leaves the checkpoint of round 2, and the client already stored
+    # what it did in rounds 3 and 4; the resumed run's round 3 needs round 1's.
+    path = tmp_path / "client_3.npz"
+    like = [np.zeros(2, np.float32)]
+    for server_round in (1, 3, 4):
+        save_state(path, [np.full(2, server_round, np.float32)], server_round)
+    assert load_state(path, like, 3)[0].tolist() == [1.0, 1.0]
+    assert load_state(path, like, 4)[0].tolist() == [3.0, 3.0]
+    assert load_state(path, like, 5)[0].tolist() == [4.0, 4.0]
+    save_state(path, [np.full(2, 7, np.float32)], 7)  # the oldest version goes
+    assert load_state(path, like, 3)[0].tolist() == [0.0, 0.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "client_3.npz",
+        "client_3.prev.npz",
+        "client_3.prev2.npz",
+    ]

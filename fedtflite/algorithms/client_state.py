@@ -1,13 +1,15 @@
 """What a client keeps between rounds, as a phone would: one file per client.
 
 A run's ``client_state/`` directory holds ``client_<id>.npz`` (the arrays and
-the round that wrote them) and ``client_<id>.prev.npz`` (the version before).
+the round that wrote them) and the versions before it, ``client_<id>.prev.npz``
+and ``client_<id>.prev2.npz``.
 SCAFFOLD keeps its control variate ``c_i`` here. :class:`ClientStateStore` is
 the only code that knows this layout.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 
 from fedtflite.files import atomic_path
 
-__all__ = ["STATE_DIR", "ClientStateStore", "load_state", "save_state"]
+__all__ = ["STATE_DIR", "VERSIONS", "ClientStateStore", "load_state", "save_state"]
 
 STATE_DIR = "client_state"
 """The store's directory inside a run directory."""
@@ -27,13 +29,14 @@ def load_state(
 ) -> list[np.ndarray]:
     """A client's arrays as stored by its latest round before ``server_round``.
 
-    Zeros like ``like`` before its first round. The two latest versions are
-    kept (``path`` and its ``.prev`` sibling), so a round that is run again
-    (a run resumed from the server's checkpoint after a crash mid-round) starts
-    from the state the client had before that round, not the state it wrote
-    while the round was cut off.
+    Zeros like ``like`` before its first round. The :data:`VERSIONS` latest
+    versions are kept, so a round that is run again (a run resumed from the
+    server's checkpoint after a crash) starts from the state the client had
+    before that round, not one it wrote in the rounds that were cut off: the
+    server records a round while the next one trains, so up to two rounds can
+    run past the last checkpoint.
     """
-    for candidate in (path, _previous(path)):
+    for candidate in _versions(path):
         if candidate.is_file():
             with np.load(candidate) as f:
                 if int(f["round"]) < server_round:
@@ -47,14 +50,23 @@ def save_state(path: Path, arrays: Sequence[np.ndarray], server_round: int) -> N
     if path.is_file():
         with np.load(path) as f:
             stored = int(f["round"])
-        if stored < server_round:
-            path.replace(_previous(path))
+        if stored < server_round:  # shift the versions: the oldest goes
+            versions = _versions(path)
+            for newer, older in reversed(list(itertools.pairwise(versions))):
+                if newer.is_file():
+                    newer.replace(older)
     with atomic_path(path) as tmp:  # a crashed write never leaves half a file
         np.savez(tmp, *arrays, round=np.int64(server_round))
 
 
-def _previous(path: Path) -> Path:
-    return path.with_suffix(".prev.npz")
+VERSIONS = 3
+"""Versions of a client's state kept: the latest and the two before it."""
+
+
+def _versions(path: Path) -> list[Path]:
+    """``path``, then its older versions (``.prev.npz``, ``.prev2.npz``)."""
+    suffixes = [f".prev{k if k > 1 else ''}.npz" for k in range(1, VERSIONS)]
+    return [path, *(path.with_suffix(s) for s in suffixes)]
 
 
 class ClientStateStore:
