@@ -98,7 +98,9 @@ def run_server(
     ``callbacks`` get every round too. After every round it writes
     ``checkpoint.npz`` (removed when the last round is done); a run prepared
     with ``resume`` goes on from it, after the rounds it already has (which the
-    callbacks get first).
+    callbacks get first). A round's central evaluation, records, callbacks and
+    checkpoint run in a background thread while the next round trains
+    (:class:`server.round_jobs.RoundJobs`); all are done when this returns.
     """
     config = run.config
     model = ClientModel(Path(run.settings.model_path))
