@@ -136,7 +136,13 @@ def crossings(
 
 
 class RoundCallback(Protocol):
-    """Called by the server after each round (and once at the end)."""
+    """Called by the server after each round (and once at the end).
+
+    Rounds come in order, one call at a time, from the thread that records
+    them while the next round trains; an exception a callback raises stops
+    the run when that next round ends (the round it was given gets no
+    checkpoint).
+    """
 
     def on_round(self, record: RoundRecord) -> None:
         """Consume one round."""
