@@ -48,7 +48,10 @@ class RoundRecord:
         Flower messages sent (train + evaluate); a message carries a cohort of
         clients (:mod:`fedtflite.algorithms.sampling`).
     seconds : float
-        Wall time of the round (training, federated and central evaluation).
+        Wall time of the round: from the end of the round before to the end of
+        this one's training and federated evaluation. The central evaluation
+        runs during the next round (:mod:`server.round_jobs`), so it counts
+        only where it held that round up.
     client_compute_seconds : float
         Total on-device seconds of the round's training clients (restore,
         train steps, parameters), summed over clients.
