@@ -91,12 +91,17 @@ class StoppableGrid(Grid):
         end = None if timeout is None else time.monotonic() + timeout
         out: list[Message] = []
         interval = poll_interval(float(getattr(grid, "pull_interval", 0.1)))
+        ask = pending  # the first poll asks for every reply
         while pending:
             check_stop()
-            got = list(grid.pull_messages(pending))
+            got = list(grid.pull_messages(ask)) if ask else []
             out.extend(got)
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if not pending or (end is not None and time.monotonic() >= end):
                 break
-            wait_for_reply(interval)  # at once when the engine says one is in
+            # at once when the engine says a reply is in; then ask for the
+            # replies it named (Flower's link state checks every id asked for:
+            # asking for all pending at every reply grows with their square)
+            replied = wait_for_reply(interval)
+            ask = pending if replied is None else pending & replied
         return out

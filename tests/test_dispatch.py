@@ -11,7 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -24,11 +25,35 @@ from fedtflite.wakeup import (
     signalling,
     wait_for_reply,
 )
+from server.grid import StoppableGrid
 
 LONG = 30.0
 """An idle wait no test waits out."""
 SOON = 5.0
 """Ample time for a woken thread to run, even on a loaded machine."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    dst_node_id: int = 0
+    reply_to_message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Msg:
+    """A message as the dispatcher reads one: its name and metadata."""
+
+    name: str
+    metadata: Metadata
+
+
+def msg(text: str) -> Msg:
+    """``"node:name"``: a message for ``node``."""
+    return Msg(text, Metadata(dst_node_id=int(text.split(":")[0])))
+
+
+def reply(to: str) -> Msg:
+    return Msg(f"reply to {to}", Metadata(reply_to_message_id=to))
 
 
 class LinkState:
@@ -37,26 +62,29 @@ class LinkState:
     def __init__(self, nodes: list[int]):
         self.ins: dict[int, list[str]] = {n: [] for n in nodes}
         self.res: list[str] = []
-        self.polls = 0
+        self.asked: list[int] = []
         self.polled = threading.Condition()
         self.lock = threading.Lock()
 
-    def store_message_ins(self, message: str) -> str:
-        node = int(message.split(":")[0])
+    @property
+    def polls(self) -> int:
+        return len(self.asked)
+
+    def store_message_ins(self, message: Msg) -> str:
         with self.lock:
-            self.ins[node].append(message)
-        return message
+            self.ins[message.metadata.dst_node_id].append(message.name)
+        return message.name
 
-    def store_message_res(self, message: str) -> str:
-        self.res.append(message)
-        return message
+    def store_message_res(self, message: Msg) -> str:
+        self.res.append(message.name)
+        return message.name
 
-    def get_message_ins(self, node_id: int, limit: int) -> list[str]:
+    def get_message_ins(self, node_id: int, limit: int | None) -> list[str]:
         with self.lock:
             taken = self.ins[node_id][:limit]
             del self.ins[node_id][:limit]
         with self.polled:
-            self.polls += 1
+            self.asked.append(node_id)
             self.polled.notify_all()
         return taken
 
@@ -88,7 +116,7 @@ class Engine:
 
     def close(self) -> None:
         self.stop.set()
-        self.state.store_message_ins(f"{next(iter(self.state.ins))}:stop")  # wake it
+        self.state.store_message_ins(msg(f"{next(iter(self.state.ins))}:stop"))
         self.thread.join(SOON)
         assert not self.thread.is_alive()
 
@@ -108,7 +136,7 @@ def engine(slow_tick: None) -> Iterator[Engine]:
 
 def test_a_stored_message_wakes_the_idle_dispatcher(engine: Engine) -> None:
     start = time.monotonic()
-    engine.state.store_message_ins("2:train")
+    engine.state.store_message_ins(msg("2:train"))
 
     assert engine.received(1) == ["2:train"]
     assert time.monotonic() - start < SOON
@@ -117,7 +145,7 @@ def test_a_stored_message_wakes_the_idle_dispatcher(engine: Engine) -> None:
 def test_a_woken_dispatcher_goes_back_to_waiting(engine: Engine) -> None:
     # After moving a message it polls once more, finds nothing and waits: it
     # must not keep polling (a stale wake-up would spin a core).
-    engine.state.store_message_ins("1:train")
+    engine.state.store_message_ins(msg("1:train"))
     engine.received(1)
     time.sleep(0.05)
     polls = engine.state.polls
@@ -131,8 +159,8 @@ def test_every_message_of_a_node_goes_without_waiting_a_tick_each(
     # Flower's loop takes one message per node per 0.1 s tick; a tick here is a
     # minute, so only polling again at once moves these within seconds.
     for k in range(4):
-        engine.state.store_message_ins(f"1:m{k}")
-    engine.state.store_message_ins("2:m0")
+        engine.state.store_message_ins(msg(f"1:m{k}"))
+    engine.state.store_message_ins(msg("2:m0"))
 
     got = engine.received(5)
     assert sorted(got) == ["1:m0", "1:m1", "1:m2", "1:m3", "2:m0"]
@@ -144,19 +172,38 @@ def test_a_message_stored_before_the_dispatcher_starts_goes_at_once(
     slow_tick: None,
 ) -> None:
     e = Engine(LinkState([1]))
-    e.state.store_message_ins("1:early")
+    e.state.store_message_ins(msg("1:early"))
     e.thread.start()
     assert e.received(1) == ["1:early"]
     e.close()
 
 
-def test_a_stored_reply_is_stored_and_wakes_the_grid(engine: Engine) -> None:
+def test_a_stored_reply_is_stored_and_wakes_the_grid_naming_its_message(
+    engine: Engine,
+) -> None:
     wait_for_reply(0)  # forget replies of other tests
-    assert engine.state.store_message_res("1:reply") == "1:reply"
-    assert engine.state.res == ["1:reply"]
+    assert engine.state.store_message_res(reply("m7")) == "reply to m7"
+    assert engine.state.res == ["reply to m7"]
     start = time.monotonic()
-    wait_for_reply(LONG)
+    assert wait_for_reply(LONG) == {"m7"}
     assert time.monotonic() - start < SOON
+
+
+def test_only_the_nodes_messages_were_stored_for_are_asked(slow_tick: None) -> None:
+    # Flower's link state scans every stored message for each node asked: a
+    # loop over all nodes per stored message grows with their square.
+    e = Engine(LinkState(list(range(1, 9))))
+    e.idle()  # the first look asks every node (messages stored before it ran)
+    assert sorted(e.state.asked) == list(range(1, 9))
+    e.state.asked.clear()
+    e.state.store_message_ins(msg("5:train"))
+    e.state.store_message_ins(msg("5:train2"))
+    e.state.store_message_ins(msg("7:train"))
+    assert sorted(e.received(3)) == ["5:train", "5:train2", "7:train"]
+    time.sleep(0.1)
+    assert set(e.state.asked) == {5, 7}
+    assert len(e.state.asked) <= 3  # node 5 at most twice (stored during a look)
+    e.close()
 
 
 def test_stopping_restores_the_link_state() -> None:
@@ -170,7 +217,7 @@ def test_stopping_restores_the_link_state() -> None:
     assert not e.thread.is_alive()
     assert "store_message_ins" not in vars(state)
     assert "store_message_res" not in vars(state)
-    state.store_message_ins("1:late")  # the class's own method again
+    state.store_message_ins(msg("1:late"))  # the class's own method again
     assert state.ins == {1: ["1:late"]}
     assert e.queue.empty()
 
@@ -217,8 +264,84 @@ def test_a_reply_stored_before_the_wait_ends_it_once(no_pending_reply: None) -> 
 
 def test_wait_for_reply_times_out_without_a_reply(no_pending_reply: None) -> None:
     start = time.monotonic()
-    wait_for_reply(0.3)
+    assert wait_for_reply(0.3) is None  # nothing named: ask for every reply
     assert time.monotonic() - start >= 0.3
+
+
+def test_wait_for_reply_names_the_messages_replied_to_since_the_last_wait(
+    no_pending_reply: None,
+) -> None:
+    reply_stored("a")
+    reply_stored("b")
+    assert wait_for_reply(LONG) == {"a", "b"}
+    reply_stored("c")
+    assert wait_for_reply(LONG) == {"c"}
+    reply_stored("d")
+    reply_stored()  # a reply to some message: the next poll asks for all
+    assert wait_for_reply(LONG) is None
+
+
+class _Grid:
+    """Flower's grid as :class:`StoppableGrid` uses it; replies come from a thread."""
+
+    pull_interval = LONG  # only a wake-up can end a wait within the test
+
+    def __init__(self, ids: list[str]):
+        self.ids = ids
+        self.replies: dict[str, Msg] = {}
+        self.asked: list[tuple[set[str], set[str]]] = []  # (asked, replied then)
+        self.lock = threading.Lock()
+
+    def push_messages(self, messages: Iterable[object]) -> list[str]:
+        return list(self.ids)
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Msg]:
+        with self.lock:
+            ids = set(ids)
+            self.asked.append((ids, set(self.replies)))
+            return [self.replies.pop(i) for i in sorted(ids) if i in self.replies]
+
+    def answer(self, to: str, *, named: bool = True) -> None:
+        with self.lock:
+            self.replies[to] = reply(to)
+        reply_stored(to if named else None)
+
+
+def _answer_later(grid: _Grid, order: list[tuple[str, bool]]) -> threading.Thread:
+    def run() -> None:
+        for to, named in order:
+            time.sleep(0.05)
+            grid.answer(to, named=named)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_grid_asks_for_the_replies_the_engine_named(
+    no_pending_reply: None,
+) -> None:
+    grid = _Grid(["a", "b", "c", "d"])
+    thread = _answer_later(grid, [("c", True), ("a", True), ("d", True), ("b", True)])
+    replies = StoppableGrid(grid).send_and_receive([object()] * 4, timeout=LONG)
+    thread.join()
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == list("abcd")
+    first, *later = grid.asked
+    assert first[0] == set("abcd")  # the first poll asks for all
+    assert later and all(asked <= replied for asked, replied in later)
+
+
+def test_the_grid_asks_for_all_after_a_reply_it_cannot_name(
+    no_pending_reply: None,
+) -> None:
+    grid = _Grid(["a", "b", "c"])
+    thread = _answer_later(grid, [("b", True), ("c", False), ("a", True)])
+    replies = StoppableGrid(grid).send_and_receive([object()] * 3, timeout=LONG)
+    thread.join()
+    assert len(replies) == 3
+    # after the unnamed reply to "c", a poll asks for every pending reply,
+    # "a" (not replied yet) too
+    assert any(not asked <= replied for asked, replied in grid.asked[1:])
 
 
 def test_the_grid_polls_slowly_only_while_replies_are_signalled(engine: Engine) -> None:
