@@ -46,7 +46,8 @@ from fedtflite.wakeup import reply_stored, signalling
 __all__ = ["FLOWER_TICK", "dispatch_on_store", "waking_dispatcher"]
 
 FLOWER_TICK = 0.1
-"""Seconds between polls of Flower's own dispatcher (and of ours when idle)."""
+"""Seconds between polls of Flower's own dispatcher (ours, when idle, only
+looks at the engine's stop event this often)."""
 
 _EXPECTED = ["state", "queue", "nodes_mapping", "f_stop"]
 
