@@ -29,3 +29,23 @@ def test_binding_workers_solves_driver_cpu_equals_floor_per_worker() -> None:
     # messages for free: the base alone binds at floor / base; nothing: never
     assert binding_workers(0.5, 0.0, 4.0) == pytest.approx(8.0)
     assert binding_workers(0.0, 0.0, 4.0) == math.inf
+
+
+def test_the_per_message_table_fits_each_size_and_says_where_it_binds() -> None:
+    from benchmarks.scaling import per_message_table
+
+    rows = [
+        {
+            "clients_per_round": 1000,
+            "clients_per_message": c,
+            "messages": m,
+            "round_s": 0.3,
+            "driver_cpu_s": cpu,
+            "worker_cpu_s": 0.28,
+            "floor_one_process_s": 0.4,
+        }
+        for c, m, cpu in ((0, 2, 0.02), (100, 10, 0.06))
+    ]
+    # slope (0.06 - 0.02) / 8 = 5 ms a message, base 0.01; binds where
+    # 0.01 + 0.005 w = 0.4 / w: 0.005 w^2 + 0.01 w - 0.4 = 0, w = (-0.01 + 0.09) / 0.01
+    assert per_message_table(rows).splitlines()[-1] == "| 1000 | 0.0100 | 5.00 | 8.0 |"
