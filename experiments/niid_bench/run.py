@@ -177,9 +177,11 @@ def per_class_table(
 ) -> str:
     """Markdown: each complete cell's final test accuracy per class (%)."""
     test = data.test
+    seeded = any("seed" in r.cell.labels for r in results)
+    head = "| partition | algorithm | " + ("seed | " if seeded else "")
     lines = [
-        "| partition | algorithm | all | " + " | ".join(CLASS_NAMES) + " |",
-        "|---|---|---:|" + "---:|" * len(CLASS_NAMES),
+        head + "all | " + " | ".join(CLASS_NAMES) + " |",
+        "|---|---|" + ("---:|" if seeded else "") + "---:|" * (len(CLASS_NAMES) + 1),
     ]
     for r in results:
         if not r.complete:
@@ -195,7 +197,8 @@ def per_class_table(
         cells = " | ".join(f"{100 * a:.0f}" for a in per_class)
         overall = np.mean(predicted == test.labels)
         p, a = r.cell.labels["partition"], r.cell.labels["algorithm"]
-        lines.append(f"| {p} | {a} | {100 * overall:.1f} | {cells} |")
+        seed = f" {r.cell.labels['seed']} |" if seeded else ""
+        lines.append(f"| {p} | {a} |{seed} {100 * overall:.1f} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -304,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         write_block(results_path, "exact", f"{note}\n\n{table}")
         write_block(results_path, "exact-remaining", remaining(results, plan))
         write_block(results_path, "exact-class-sets", class_sets(results, data))
+        write_block(
+            results_path, "exact-per-class", per_class_table(results, out, data)
+        )
         plot = results_path.with_name("accuracy_exact.png")
     else:
         note = (
