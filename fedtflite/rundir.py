@@ -5,8 +5,12 @@ A run (``fedtflite simulate``, a sweep cell, ``flwr run``) holds an exclusive
 the file records the holder's pid so that a second writer is refused in one
 line naming it. The kernel drops the lock when its process dies, however it
 dies, so the lock of a killed run (a stale ``.lock`` whose pid is gone) is
-simply taken over. ``flock`` is what the standard library offers (``fcntl``);
-no dependency is needed for one advisory lock on a local or shared directory.
+simply taken over. A released lock can stay held for a moment by a child
+process forked while it was held (until the child's ``exec`` closes the
+descriptor): a lock whose file names no holder is waited for, up to
+:data:`RELEASED_WAIT_S`, before a second writer is refused. ``flock`` is
+what the standard library offers (``fcntl``); no dependency is needed for one
+advisory lock on a local or shared directory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,10 @@ RUN_OUTPUTS = (
     "client_state",
 )
 """What a run writes as it goes; ``overwrite`` removes them before it starts."""
+
+RELEASED_WAIT_S = 2.0
+"""How long a held lock whose file names no holder (released, or not yet
+written) is waited for before the run directory is refused as busy."""
 
 
 @dataclass
@@ -72,12 +81,31 @@ class RunDirLock:
                 self.run_dir.rmdir()
 
 
-def _holder(path: Path) -> str:
+def _holder(path: Path) -> str | None:
+    """The pid the lock file records (None: none, as after a release)."""
     try:
-        pid = path.read_text().split()[0]
+        return path.read_text().split()[0]
     except (OSError, IndexError, UnicodeDecodeError):
-        return "pid unknown"
-    return f"pid {pid}"
+        return None
+
+
+def _flock(fd: int, path: Path) -> str | None:
+    """Take the exclusive lock on ``fd``; None, or the holder's pid when busy.
+
+    A busy lock whose file names no holder is tried again for up to
+    :data:`RELEASED_WAIT_S`: its holder is a child forked while the lock was
+    held and is about to close it, or a writer about to record its pid.
+    """
+    deadline = time.monotonic() + RELEASED_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except OSError:
+            pid = _holder(path)
+            if pid is not None or time.monotonic() >= deadline:
+                return pid or "unknown"
+        time.sleep(0.01)
 
 
 def lock_run_dir(
@@ -120,14 +148,13 @@ def lock_run_dir(
             f"run directory {path}: cannot write there ({e.strerror}); choose "
             "another --out"
         ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    busy = _flock(fd, path / LOCK_FILE)
+    if busy is not None:
         os.close(fd)
         raise RunDirBusyError(
-            f"run directory {path} is in use by another run "
-            f"({_holder(path / LOCK_FILE)}); wait for it to end or use another --out"
-        ) from None
+            f"run directory {path} is in use by another run (pid {busy}); wait "
+            "for it to end or use another --out"
+        )
     lock = RunDirLock(path.resolve(), created, fd)
     try:
         others = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)

@@ -81,6 +81,24 @@ def test_released_lock_can_be_taken_again(tmp_path: Path) -> None:
     lock_run_dir(tmp_path / "run", resume=True).release()
 
 
+def test_a_released_lock_held_by_a_forked_child_is_waited_for(tmp_path: Path) -> None:
+    # A child forked while a run held the lock shares its open file, so the
+    # flock outlives the run's release until the child closes it (seen as a
+    # rare RunDirBusyError when a resume followed a crashed run on Ray).
+    first = lock_run_dir(tmp_path / "run")
+    assert first._fd is not None
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(0.3)"], pass_fds=(first._fd,)
+    )
+    try:
+        first.release()  # pid cleared; the child still holds the flock
+
+        lock_run_dir(tmp_path / "run", resume=True).release()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_directory_with_another_run_needs_resume_or_overwrite(
     tmp_path: Path,
 ) -> None:
