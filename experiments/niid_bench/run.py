@@ -29,6 +29,7 @@ import fnmatch
 import math
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,17 @@ def _pct(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
-    """Markdown, one row per cell: our final and best accuracy, the published ones."""
+def results_table(
+    results: list[CellResult],
+    reference: dict[str, Any],
+    elsewhere: Mapping[tuple[str, str], str] | None = None,
+) -> str:
+    """Markdown, one row per cell: our final and best accuracy, the published ones.
+
+    ``elsewhere`` maps ``(partition, algorithm)`` to where a row ran instead
+    (e.g. the exact setting's seeds); a cell that has not started here says so.
+    """
+    elsewhere = elsewhere or {}
     lines = [
         f"| partition | algorithm | rounds run | final (%) | last {TAIL} rounds (%) "
         "| best (%) | Flower baseline, best (%) | paper (%) |",
@@ -73,12 +83,29 @@ def results_table(results: list[CellResult], reference: dict[str, Any]) -> str:
         mean, std = r.last_rounds_accuracy(TAIL)
         tail = "—" if math.isnan(mean) else f"{_pct(mean)} ± {100 * std:.2f}"
         ref = reference.get(p, {}).get(a, {})
+        rounds = f"{ran}/{r.config.num_rounds}"
+        if ran == 0 and (p, a) in elsewhere:
+            rounds += f" (not run here; {elsewhere[p, a]})"
         lines.append(
-            f"| {p} | {a} | {ran}/{r.config.num_rounds} | {final} | {tail} "
+            f"| {p} | {a} | {rounds} | {final} | {tail} "
             f"| {_pct(r.best_accuracy)} | {ref.get('flower', '—')} "
             f"| {ref.get('paper', 'not retrieved')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def ran_elsewhere(results: list[CellResult]) -> dict[tuple[str, str], str]:
+    """``(partition, algorithm)`` -> the seeds of the exact setting complete for it."""
+    seeds: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        if r.complete:
+            key = (r.cell.labels["partition"], r.cell.labels["algorithm"])
+            seeds.setdefault(key, []).append(r.cell.labels.get("seed", "?"))
+    return {
+        key: f"ran on the exact setting, seed{'s' if len(s) > 1 else ''} "
+        + ", ".join(s)
+        for key, s in seeds.items()
+    }
 
 
 def _mean_std(values: list[float]) -> str:
@@ -319,7 +346,14 @@ def main(argv: list[str] | None = None) -> int:
             "round (what Flower's baseline reports). "
             f"Settings: {settings}."
         )
-        write_results(results_path, results_table(results, reference), note)
+        # Rows this setting never ran may have run on the exact setting, whose
+        # cells live beside this grid's (exact_runs/ next to runs/).
+        exact_base, exact_cells = load_grid(HERE / "exact.toml")
+        elsewhere = ran_elsewhere(
+            read_sweep(exact_base, exact_cells, out.parent / "exact_runs")
+        )
+        table = results_table(results, reference, elsewhere)
+        write_results(results_path, table, note)
         write_block(results_path, "per-class", per_class_table(results, out, data))
         write_block(results_path, "class-sets", class_sets(results, data))
         plot = results_path.with_name("accuracy.png")
