@@ -94,17 +94,25 @@ def results_table(
     return "\n".join(lines) + "\n"
 
 
+def _by_row(results: list[CellResult]) -> dict[tuple[str, str], list[CellResult]]:
+    """The cells of each table row, ``(partition, algorithm)``, in grid order."""
+    rows: dict[tuple[str, str], list[CellResult]] = {}
+    for r in results:
+        key = (r.cell.labels["partition"], r.cell.labels["algorithm"])
+        rows.setdefault(key, []).append(r)
+    return rows
+
+
+def _seeds(results: list[CellResult]) -> str:
+    return ", ".join(r.cell.labels.get("seed", "?") for r in results)
+
+
 def ran_elsewhere(results: list[CellResult]) -> dict[tuple[str, str], str]:
     """``(partition, algorithm)`` -> the seeds of the exact setting complete for it."""
-    seeds: dict[tuple[str, str], list[str]] = {}
-    for r in results:
-        if r.complete:
-            key = (r.cell.labels["partition"], r.cell.labels["algorithm"])
-            seeds.setdefault(key, []).append(r.cell.labels.get("seed", "?"))
     return {
-        key: f"ran on the exact setting, seed{'s' if len(s) > 1 else ''} "
-        + ", ".join(s)
-        for key, s in seeds.items()
+        key: f"ran on the exact setting, seed{'s' if len(done) > 1 else ''} "
+        + _seeds(done)
+        for key, done in _by_row([r for r in results if r.complete]).items()
     }
 
 
@@ -147,16 +155,9 @@ def exact_table(
         "split, Glorot init, seed 0: best (%) |",
         "|---|---|---|---:|---:|---:|:---:|---:|",
     ]
-    groups: dict[tuple[str, str], list[CellResult]] = {}
-    for r in results:
-        key = (r.cell.labels["partition"], r.cell.labels["algorithm"])
-        groups.setdefault(key, []).append(r)
-    old = {
-        (r.cell.labels["partition"], r.cell.labels["algorithm"]): r
-        for r in single_seed
-        if r.complete
-    }
-    for (p, a), group in groups.items():
+    complete = [r for r in single_seed if r.complete]
+    old = {key: done[-1] for key, done in _by_row(complete).items()}
+    for (p, a), group in _by_row(results).items():
         done = [r for r in group if r.complete]
         if not done:
             continue
@@ -168,7 +169,7 @@ def exact_table(
         if flower is not None:
             mean = sum(best) / len(best)
             within = "yes" if abs(mean - flower[0]) <= 2 * flower[1] else "**no**"
-        seeds = ", ".join(r.cell.labels.get("seed", "?") for r in done)
+        seeds = _seeds(done)
         previous = old.get((p, a))
         lines.append(
             f"| {p} | {a} | {seeds} ({len(done)}/{len(group)}) | {_mean_std(best)} "
